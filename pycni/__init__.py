@@ -1,0 +1,1 @@
+"""pycni: CNI plugins in Python."""

@@ -1,0 +1,416 @@
+"""The protocol boundary: env + stdin in, a typed call to a plugin, result or error JSON out.
+
+Everything the CNI spec says about the invocation protocol lives here, once:
+- VERSION answers from a constant (no imports beyond this module's);
+- stdin is read (code 5) and decoded (code 6); cniVersion checked (code 1); the verb gated on it
+  (CHECK from 0.4.0, STATUS and GC from 1.1.0; code 1); the CNI_* variables validated (3, 4);
+- the plugin parses its config (7, 2) and runs the verb;
+- ADD's result is printed in the request's cniVersion; DEL, CHECK, STATUS and GC print nothing;
+- every exception becomes the spec's error JSON `{cniVersion, code, msg, details}` on stdout
+  with exit status 1; diagnostics and tracebacks go to stderr and, if the config names one, to
+  `logFile`.
+
+Plugins never read os.environ, print, or exit: `run` takes env and streams as values.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from pycni import jsonio, versions
+from pycni.errors import CniError, Code, ConfigError, EnvError, VersionError
+from pycni.record import Record
+from pycni.result import Result
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import BinaryIO, TextIO
+
+    from pycni.plugin_api import Plugin
+
+VERBS = ("ADD", "DEL", "CHECK", "STATUS", "GC")
+MAX_STDIN = 1 << 20  # 1 MiB: a network config is a few hundred bytes; refuse to buffer a flood
+IFNAMSIZ = 16
+K8S_ARGS = ("K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID")
+VALID_ATTACHMENTS_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
+
+
+class Attachment(Record):
+    """A (container ID, interface name) pair: the key of everything a plugin creates."""
+
+    __slots__ = ("container_id", "ifname")
+    container_id: str
+    ifname: str
+
+    def __init__(self, container_id: str, ifname: str) -> None:
+        self._init(container_id=container_id, ifname=ifname)
+
+
+class Call(Record):
+    """One invocation, validated: what the runtime asked for, typed."""
+
+    __slots__ = (
+        "args",
+        "cni_args",
+        "cni_path",
+        "cni_version",
+        "command",
+        "config",
+        "container_id",
+        "env",
+        "ifname",
+        "name",
+        "netns",
+        "prev_result",
+        "runtime_config",
+        "stdin",
+        "valid_attachments",
+    )
+    command: str
+    cni_version: str
+    name: str
+    container_id: str
+    netns: str
+    ifname: str
+    cni_args: dict[str, str]
+    cni_path: list[str]
+    config: dict[str, object]
+    stdin: bytes
+    prev_result: Result | None
+    runtime_config: dict[str, object]
+    args: dict[str, object]
+    valid_attachments: list[Attachment] | None
+    env: Mapping[str, str]
+
+    def __init__(self, **fields: object) -> None:
+        self._init(**fields)
+
+    @property
+    def attachment(self) -> Attachment:
+        return Attachment(self.container_id, self.ifname)
+
+
+def main(plugin: Plugin) -> None:
+    """Entry point of a frozen plugin executable."""
+    status = run(
+        plugin, env=os.environ, stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr
+    )
+    sys.stdout.flush()
+    sys.exit(status)
+
+
+def run(
+    plugin: Plugin, *, env: Mapping[str, str], stdin: BinaryIO, stdout: BinaryIO, stderr: TextIO
+) -> int:
+    """Serve one CNI invocation; returns the process exit status."""
+    log = Log(stderr, plugin.NAME)
+    command = env.get("CNI_COMMAND", "")
+    if command == "VERSION":
+        stdout.write(versions.VERSION_ANSWER.encode())
+        return 0
+    error_version = versions.CURRENT
+    try:
+        if command not in VERBS:
+            raise EnvError(
+                "CNI_COMMAND",
+                f"'{command}' is not a CNI command; expected one of VERSION, {', '.join(VERBS)}"
+                if command
+                else "is not set",
+            )
+        raw = _read_stdin(stdin)
+        config = _decode(raw)
+        version = _config_version(config, plugin)
+        error_version = version
+        log.open_file(config.get("logFile"))
+        _gate(command, version)
+        call = _make_call(command, version, config, raw, env, plugin)
+        log.context = f"{command} {call.container_id}/{call.ifname}".rstrip("/ ")
+        conf = plugin.parse_config(call)
+        handler = _HANDLERS[command](plugin)
+        if handler is None:  # the plugin has nothing to do for this verb (e.g. STATUS)
+            return 0
+        result = handler(call, conf)
+        if command == "ADD":
+            if not isinstance(result, Result):
+                raise CniError(Code.INTERNAL, f"plugin {plugin.NAME} returned no result for ADD")
+            stdout.write((jsonio.dumps(result.to_json(version)) + "\n").encode())
+        return 0
+    except CniError as err:
+        log.write(f"error {err.code}: {err}")
+        _print_error(stdout, error_version, err.code, err.msg, err.details)
+    except Exception as err:  # a bug: say so on stdout, tell the whole story in the log
+        import traceback
+
+        log.write("unexpected failure:\n" + traceback.format_exc())
+        _print_error(
+            stdout,
+            error_version,
+            Code.INTERNAL,
+            f"internal error in {plugin.NAME}: {type(err).__name__}: {err}",
+            "a traceback was written to the plugin's stderr (and logFile, if configured)",
+        )
+    except BaseException:  # KeyboardInterrupt, SystemExit from a bug: still answer in JSON
+        _print_error(stdout, error_version, Code.INTERNAL, f"{plugin.NAME} was interrupted", "")
+    finally:
+        log.close()
+    return 1
+
+
+def _print_error(stdout: BinaryIO, version: str, code: int, msg: str, details: str) -> None:
+    error: dict[str, object] = {"cniVersion": version, "code": code, "msg": msg}
+    if details:
+        error["details"] = details
+    stdout.write((jsonio.dumps(error) + "\n").encode())
+
+
+# --- input ---------------------------------------------------------------------------------
+
+
+def _read_stdin(stdin: BinaryIO) -> bytes:
+    try:
+        data = stdin.read(MAX_STDIN + 1)
+    except OSError as err:
+        raise CniError(Code.IO_FAILURE, f"failed to read the network config from stdin: {err}")
+    if data is None:
+        raise CniError(Code.IO_FAILURE, "failed to read the network config from stdin: no data")
+    if len(data) > MAX_STDIN:
+        raise CniError(
+            Code.DECODE_FAILURE, f"network config on stdin is larger than {MAX_STDIN} bytes"
+        )
+    return bytes(data)
+
+
+def _decode(raw: bytes) -> dict[str, object]:
+    if not raw.strip():
+        raise CniError(Code.DECODE_FAILURE, "no network config on stdin (expected a JSON object)")
+    try:
+        config = jsonio.loads(raw)
+    except jsonio.JSONError as err:
+        raise CniError(Code.DECODE_FAILURE, f"failed to decode the network config: {err}")
+    if not isinstance(config, dict):
+        raise CniError(
+            Code.DECODE_FAILURE,
+            f"the network config must be a JSON object, found {type(config).__name__}",
+        )
+    return config
+
+
+def _config_version(config: dict[str, object], plugin: Plugin) -> str:
+    supported = getattr(plugin, "SUPPORTED_VERSIONS", versions.SUPPORTED)
+    version = config.get("cniVersion")
+    if version is None:
+        raise VersionError(
+            "incompatible CNI versions: the network config has no cniVersion (that means 0.1.0,"
+            f" which {plugin.NAME} does not support); supported: {', '.join(supported)}",
+            "set cniVersion in the network config",
+        )
+    if not isinstance(version, str):
+        raise ConfigError("$.cniVersion", f"expected a string, found {type(version).__name__}")
+    if version not in supported:
+        raise VersionError(
+            f"incompatible CNI versions: config is '{version}', {plugin.NAME} supports"
+            f" {', '.join(supported)}",
+            "use one of the supported versions in cniVersion",
+        )
+    return version
+
+
+def _gate(command: str, version: str) -> None:
+    since = versions.VERB_SINCE[command]
+    if not versions.at_least(version, since):
+        raise VersionError(
+            f"config version does not allow {command}: cniVersion is {version}, {command}"
+            f" needs {since} or later",
+        )
+
+
+def _make_call(
+    command: str,
+    version: str,
+    config: dict[str, object],
+    raw: bytes,
+    env: Mapping[str, str],
+    plugin: Plugin,
+) -> Call:
+    container_id = netns = ifname = ""
+    if command in ("ADD", "DEL", "CHECK"):
+        container_id = _required(env, "CNI_CONTAINERID")
+        if not _is_cni_name(container_id):
+            raise EnvError(
+                "CNI_CONTAINERID",
+                f"'{container_id}' is invalid: it must start with a letter or digit and hold only"
+                " letters, digits, '_', '.' and '-'",
+            )
+        ifname = _required(env, "CNI_IFNAME")
+        _validate_ifname(ifname)
+        netns = env.get("CNI_NETNS", "")
+        if command != "DEL":
+            if not netns:
+                raise EnvError("CNI_NETNS", f"is not set (required for {command})")
+            if not os.path.exists(netns):
+                raise CniError(
+                    Code.UNKNOWN_CONTAINER,
+                    f"container network namespace '{netns}' does not exist",
+                    "CNI_NETNS",
+                )
+    name = config.get("name")
+    if name is None:
+        raise ConfigError("$.name", "is required: the network's name")
+    if not isinstance(name, str) or not _is_cni_name(name):
+        raise ConfigError(
+            "$.name",
+            f"{name!r} is not a valid network name: it must start with a letter or digit and"
+            " hold only letters, digits, '_', '.' and '-'",
+        )
+    prev_result = None
+    raw_prev = config.get("prevResult")
+    if raw_prev is not None and (
+        command != "DEL" or versions.at_least(version, versions.PREV_RESULT_ON_DEL_SINCE)
+    ):
+        prev_result = Result.from_json(raw_prev, "$.prevResult")
+    return Call(
+        command=command,
+        cni_version=version,
+        name=name,
+        container_id=container_id,
+        netns=netns,
+        ifname=ifname,
+        cni_args=parse_cni_args(env.get("CNI_ARGS", ""), getattr(plugin, "CNI_ARGS_KEYS", ())),
+        cni_path=[p for p in env.get("CNI_PATH", "").split(":") if p],
+        config=config,
+        stdin=raw,
+        prev_result=prev_result,
+        runtime_config=_object_or_empty(config, "runtimeConfig"),
+        args=_object_or_empty(config, "args"),
+        valid_attachments=_valid_attachments(config) if command == "GC" else None,
+        env=env,
+    )
+
+
+def _required(env: Mapping[str, str], variable: str) -> str:
+    value = env.get(variable, "")
+    if not value:
+        raise EnvError(variable, "is not set")
+    return value
+
+
+def _is_cni_name(text: str) -> bool:
+    """The spec's `^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$`, without importing `re`."""
+    return bool(text) and text[0].isascii() and text[0].isalnum() and all(
+        c.isascii() and (c.isalnum() or c in "_.-") for c in text
+    )
+
+
+def _validate_ifname(ifname: str) -> None:
+    problem = ""
+    if len(ifname.encode()) >= IFNAMSIZ:
+        problem = f"is longer than {IFNAMSIZ - 1} bytes"
+    elif ifname in (".", ".."):
+        problem = "cannot be '.' or '..'"
+    elif any(c in "/:" or c.isspace() for c in ifname):
+        problem = "cannot contain '/', ':' or whitespace"
+    if problem:
+        raise EnvError("CNI_IFNAME", f"'{ifname}' {problem}")
+
+
+def parse_cni_args(text: str, plugin_keys: tuple[str, ...] = ()) -> dict[str, str]:
+    """CNI_ARGS "K=V;K2=V2". Unknown keys are an error unless IgnoreUnknown is true."""
+    pairs: dict[str, str] = {}
+    for item in text.split(";") if text else ():
+        key, sep, value = item.partition("=")
+        if not sep or not key or "=" in value:
+            raise EnvError("CNI_ARGS", f"'{item}' is not a KEY=VALUE pair")
+        pairs[key] = value
+    ignore_unknown = pairs.get("IgnoreUnknown", "").lower() in ("1", "t", "true")
+    known = ("IgnoreUnknown", *K8S_ARGS, *plugin_keys)
+    unknown = [k for k in pairs if k not in known]
+    if unknown and not ignore_unknown:
+        raise EnvError(
+            "CNI_ARGS",
+            f"unknown key '{unknown[0]}' (known: {', '.join(known)});"
+            " add IgnoreUnknown=1 to ignore keys this plugin does not know",
+        )
+    return pairs
+
+
+def _object_or_empty(config: dict[str, object], key: str) -> dict[str, object]:
+    value = config.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"$.{key}", f"expected an object, found {type(value).__name__}")
+    return value
+
+
+def _valid_attachments(config: dict[str, object]) -> list[Attachment]:
+    for key in VALID_ATTACHMENTS_KEYS:
+        if key in config:
+            break
+    else:
+        raise ConfigError(
+            f'$["{VALID_ATTACHMENTS_KEYS[0]}"]',
+            "is required for GC: the list of attachments that are still in use",
+        )
+    raw = config[key]
+    path = f'$["{key}"]'
+    if not isinstance(raw, list):
+        raise ConfigError(path, "expected an array of {containerID, ifname} objects")
+    out = []
+    for n, item in enumerate(raw):
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("containerID"), str)
+            and isinstance(item.get("ifname"), str)
+        ):
+            raise ConfigError(f"{path}[{n}]", "expected an object with containerID and ifname")
+        out.append(Attachment(item["containerID"], item["ifname"]))
+    return out
+
+
+_HANDLERS = {
+    "ADD": lambda plugin: plugin.cmd_add,
+    "DEL": lambda plugin: plugin.cmd_del,
+    "CHECK": lambda plugin: plugin.cmd_check,
+    "STATUS": lambda plugin: getattr(plugin, "cmd_status", None),
+    "GC": lambda plugin: getattr(plugin, "cmd_gc", None),
+}
+
+
+# --- diagnostics ---------------------------------------------------------------------------
+
+
+class Log:
+    """Diagnostics to stderr and, when the config names one, to an absolute `logFile`.
+    (Not `logging`: it imports `re`, `threading` and `traceback` on every start.)"""
+
+    def __init__(self, stderr: TextIO, plugin_name: str) -> None:
+        self._stderr = stderr
+        self._name = plugin_name
+        self._file: TextIO | None = None
+        self.context = ""
+
+    def open_file(self, path: object) -> None:
+        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+            return
+        try:
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as err:
+            self.write(f"cannot open logFile '{path}': {err}")
+
+    def write(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        line = f"{stamp} {self._name}[{os.getpid()}] {self.context}: {message}\n"
+        for stream in (self._stderr, self._file):
+            if stream is not None:
+                try:
+                    stream.write(line)
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

@@ -1,0 +1,1 @@
+"""Config validators generated from conf/schemas by packaging/gen_validator.py."""
