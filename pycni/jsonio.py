@@ -11,6 +11,7 @@ error.
 from __future__ import annotations
 
 import _json
+import sys
 
 _WHITESPACE = " \t\n\r"
 
@@ -19,7 +20,7 @@ class JSONError(ValueError):
     """Text that is not one JSON document; `pos` is the offset where it went wrong."""
 
     def __init__(self, msg: str, pos: int) -> None:
-        super().__init__(f"{msg} at offset {pos}")
+        super().__init__(f"{msg} (at offset {pos})")
         self.pos = pos
 
 
@@ -38,10 +39,12 @@ class _ScannerContext:
     memo: dict[str, str] = {}  # noqa: RUF012 - the scanner keeps its own memo
 
 
-_scan = _json.make_scanner(_ScannerContext())
+# typeshed types these as json.JSONDecoder/JSONEncoder internals; the C code reads only the
+# attributes and arguments given here.
+_scan = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]
 _encode = _json.make_encoder(
     None,  # markers: no cycle detection; our values are trees built from parsed JSON
-    None,  # default: anything that is not JSON is a bug, and raises TypeError
+    None,  # type: ignore[arg-type] # default: what is not JSON is a bug: TypeError
     _json.encode_basestring,
     None,  # indent (the C encoder supports only None)
     ": ",
@@ -68,6 +71,14 @@ def loads(text: str | bytes) -> object:
         raise JSONError("nested too deeply", pos) from None
     except ValueError as err:  # json.JSONDecodeError and the constants rejected above
         raise JSONError(getattr(err, "msg", str(err)), getattr(err, "pos", pos)) from None
+    except SystemError:
+        # _json raises its errors as json.decoder.JSONDecodeError, which it looks up in
+        # sys.modules without importing it; load it (on this error path only) and try again.
+        if "json.decoder" in sys.modules:
+            raise
+        import json.decoder  # noqa: F401
+
+        return loads(text)
     end = _skip_ws(text, end)
     if end != len(text):
         raise JSONError("extra data after the JSON document", end)

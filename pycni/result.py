@@ -216,9 +216,7 @@ def _object(raw: object, path: str) -> dict[str, object]:
     return raw
 
 
-def _list(
-    obj: dict[str, object], key: str, path: str, read: Callable[[object, str], T]
-) -> list[T]:
+def _list(obj: dict[str, object], key: str, path: str, read: Callable[[object, str], T]) -> list[T]:
     raw = obj.get(key)
     if raw is None:
         return []
@@ -273,7 +271,9 @@ def _read_ip(raw: object, path: str) -> IPConfig:
     address = parse_prefix(_str(obj, "address", path, required=True), f"{path}.address")
     version = obj.get("version")
     if version is not None and version != str(address.version):
-        raise ConfigError(f"{path}.version", f"is {version!r} but the address is IPv{address.version}")
+        raise ConfigError(
+            f"{path}.version", f"is {version!r} but the address is IPv{address.version}"
+        )
     gateway_text = _str(obj, "gateway", path)
     return IPConfig(
         address=address,

@@ -93,10 +93,22 @@ class Call(Record):
         return Attachment(self.container_id, self.ifname)
 
 
-def main(plugin: Plugin) -> None:
-    """Entry point of a frozen plugin executable."""
+def main(plugin: Plugin | str) -> None:
+    """Entry point of a frozen plugin executable. Given the plugin's module name, VERSION is
+    answered before the plugin (and what it imports) is loaded at all."""
+    if isinstance(plugin, str):
+        if os.environ.get("CNI_COMMAND") == "VERSION":
+            sys.stdout.write(versions.VERSION_ANSWER)
+            sys.stdout.flush()
+            sys.exit(0)
+        __import__(plugin)
+        plugin = sys.modules[plugin]
     status = run(
-        plugin, env=os.environ, stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr
+        plugin,
+        env=os.environ,
+        stdin=sys.stdin.buffer,
+        stdout=sys.stdout.buffer,
+        stderr=sys.stderr,
     )
     sys.stdout.flush()
     sys.exit(status)
@@ -129,9 +141,11 @@ def run(
         call = _make_call(command, version, config, raw, env, plugin)
         log.context = f"{command} {call.container_id}/{call.ifname}".rstrip("/ ")
         conf = plugin.parse_config(call)
-        handler = _HANDLERS[command](plugin)
-        if handler is None:  # the plugin has nothing to do for this verb (e.g. STATUS)
-            return 0
+        handler = getattr(plugin, f"cmd_{command.lower()}", None)
+        if handler is None:
+            if command in ("STATUS", "GC"):  # the plugin has nothing to check or collect
+                return 0
+            raise CniError(Code.INTERNAL, f"plugin {plugin.NAME} does not implement {command}")
         result = handler(call, conf)
         if command == "ADD":
             if not isinstance(result, Result):
@@ -173,7 +187,9 @@ def _read_stdin(stdin: BinaryIO) -> bytes:
     try:
         data = stdin.read(MAX_STDIN + 1)
     except OSError as err:
-        raise CniError(Code.IO_FAILURE, f"failed to read the network config from stdin: {err}")
+        raise CniError(
+            Code.IO_FAILURE, f"failed to read the network config from stdin: {err}"
+        ) from err
     if data is None:
         raise CniError(Code.IO_FAILURE, "failed to read the network config from stdin: no data")
     if len(data) > MAX_STDIN:
@@ -189,7 +205,7 @@ def _decode(raw: bytes) -> dict[str, object]:
     try:
         config = jsonio.loads(raw)
     except jsonio.JSONError as err:
-        raise CniError(Code.DECODE_FAILURE, f"failed to decode the network config: {err}")
+        raise CniError(Code.DECODE_FAILURE, f"failed to decode the network config: {err}") from None
     if not isinstance(config, dict):
         raise CniError(
             Code.DECODE_FAILURE,
@@ -299,8 +315,11 @@ def _required(env: Mapping[str, str], variable: str) -> str:
 
 def _is_cni_name(text: str) -> bool:
     """The spec's `^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$`, without importing `re`."""
-    return bool(text) and text[0].isascii() and text[0].isalnum() and all(
-        c.isascii() and (c.isalnum() or c in "_.-") for c in text
+    return (
+        bool(text)
+        and text[0].isascii()
+        and text[0].isalnum()
+        and all(c.isascii() and (c.isalnum() or c in "_.-") for c in text)
     )
 
 
@@ -368,15 +387,6 @@ def _valid_attachments(config: dict[str, object]) -> list[Attachment]:
             raise ConfigError(f"{path}[{n}]", "expected an object with containerID and ifname")
         out.append(Attachment(item["containerID"], item["ifname"]))
     return out
-
-
-_HANDLERS = {
-    "ADD": lambda plugin: plugin.cmd_add,
-    "DEL": lambda plugin: plugin.cmd_del,
-    "CHECK": lambda plugin: plugin.cmd_check,
-    "STATUS": lambda plugin: getattr(plugin, "cmd_status", None),
-    "GC": lambda plugin: getattr(plugin, "cmd_gc", None),
-}
 
 
 # --- diagnostics ---------------------------------------------------------------------------

@@ -7,14 +7,12 @@ SUPPORTED = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 
 # The VERSION answer, built once as text: VERSION must cost no more than the interpreter's start,
 # so its path imports nothing (not even the JSON encoder).
-VERSION_ANSWER = (
-    '{"cniVersion": "%s", "supportedVersions": [%s]}\n'
-    % (CURRENT, ", ".join(f'"{v}"' for v in SUPPORTED))
-)
+_QUOTED = ", ".join(f'"{v}"' for v in SUPPORTED)
+VERSION_ANSWER = f'{{"cniVersion": "{CURRENT}", "supportedVersions": [{_QUOTED}]}}\n'
 
 
 def parse(version: str) -> tuple[int, int, int]:
-    """"1.0.0" -> (1, 0, 0). Raises ValueError for anything that is not three numbers."""
+    """ "1.0.0" -> (1, 0, 0). Raises ValueError for anything that is not three numbers."""
     parts = version.split(".")
     if len(parts) != 3 or not all(p.isdigit() and p.isascii() for p in parts):
         raise ValueError(f"'{version}' is not a version of the form MAJOR.MINOR.PATCH")

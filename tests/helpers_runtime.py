@@ -1,6 +1,6 @@
 """Fixtures for driving plugins through pycni.runtime: namespaces, fake plugins.
 
-Load with `pytest_plugins = ["helpers_runtime"]` in a test module. (Not `fixtures.py`: pytest
+Load with `pytest_plugins = ["tests.helpers_runtime"]` in a test module. (Not `fixtures.py`: pytest
 registers its own built-in plugin under the name "fixtures" and would silently skip ours.)
 Builds on tests/conftest.py's `reference` fixture.
 

@@ -30,7 +30,12 @@ def test_ipv6_formats_rfc5952_like_ipaddress(value: int) -> None:
     assert IP.parse(ref.exploded) == ip
 
 
-@given(st.one_of(st.tuples(v4, st.integers(0, 32), st.just(4)), st.tuples(v6, st.integers(0, 128), st.just(6))))
+@given(
+    st.one_of(
+        st.tuples(v4, st.integers(0, 32), st.just(4)),
+        st.tuples(v6, st.integers(0, 128), st.just(6)),
+    )
+)
 def test_prefix_network_last_contains_like_ipaddress(args: tuple[int, int, int]) -> None:
     value, length, version = args
     iface = ipaddress.ip_interface(f"{IP(value, version)}/{length}")
@@ -46,14 +51,27 @@ def test_prefix_network_last_contains_like_ipaddress(args: tuple[int, int, int])
 
 @pytest.mark.parametrize(
     "text",
-    ["", "10.0.0", "10.0.0.256", "010.0.0.1", "1.2.3.4 ", "fe80::1%eth0", "::g", "1:2:3:4:5:6:7:8:9", 5, None],
+    [
+        "",
+        "10.0.0",
+        "10.0.0.256",
+        "010.0.0.1",
+        "1.2.3.4 ",
+        "fe80::1%eth0",
+        "::g",
+        "1:2:3:4:5:6:7:8:9",
+        5,
+        None,
+    ],
 )
 def test_invalid_addresses_are_refused(text: object) -> None:
     with pytest.raises(ValueError):
         IP.parse(text)
 
 
-@pytest.mark.parametrize("text", ["10.0.0.0", "10.0.0.0/33", "fd00::/129", "10.0.0.0/-1", "10.0.0.0/ 8", "10.0.0.0/٣"])
+@pytest.mark.parametrize(
+    "text", ["10.0.0.0", "10.0.0.0/33", "fd00::/129", "10.0.0.0/-1", "10.0.0.0/ 8", "10.0.0.0/٣"]
+)
 def test_invalid_prefixes_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         Prefix.parse(text)

@@ -11,7 +11,11 @@ from hypothesis import strategies as st
 from pycni import jsonio
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda children: st.lists(children) | st.dictionaries(st.text(), children),
     max_leaves=30,
 )
@@ -33,14 +37,26 @@ def test_accepts_and_rejects_like_json(text: str) -> None:
         with pytest.raises(jsonio.JSONError):
             jsonio.loads(text)
         return
-    if expected != expected or "NaN" in text or "Infinity" in text:  # constants: ours refuses
+    if "NaN" in text or "Infinity" in text:  # json accepts these constants; ours refuses
         return
     assert jsonio.loads(text) == expected
 
 
 @pytest.mark.parametrize(
     "text",
-    ["", "   ", "{", '{"a": 1} x', "[1,]", "NaN", '{"a": Infinity}', "\"\\ud800", '"\x00"', "[" * 100_000, "1" * 5000],
+    [
+        "",
+        "   ",
+        "{",
+        '{"a": 1} x',
+        "[1,]",
+        "NaN",
+        '{"a": Infinity}',
+        '"\\ud800',
+        '"\x00"',
+        "[" * 100_000,
+        "1" * 5000,
+    ],
 )
 def test_bad_documents_raise_jsonerror(text: str) -> None:
     with pytest.raises(jsonio.JSONError):
@@ -57,3 +73,25 @@ def test_dumps_refuses_nan_and_unknown_types() -> None:
         jsonio.dumps(float("nan"))
     with pytest.raises(TypeError):
         jsonio.dumps({"a": object()})
+
+
+def test_errors_without_the_json_package_loaded() -> None:
+    """On the call path nothing has imported `json`; _json still has to report bad input."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pycni import jsonio\n"
+        "assert 'json' not in sys.modules\n"
+        "for text in ['{', '\"abc', '[1,]']:\n"
+        "    try:\n"
+        "        jsonio.loads(text)\n"
+        "    except jsonio.JSONError as err:\n"
+        "        print(err)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3

@@ -25,9 +25,12 @@ def fake_plugin(**overrides: Any) -> types.SimpleNamespace:
         def handler(call: skel.Call, conf: Any) -> Any:
             calls.append((verb, call))
             return ret
+
         return handler
 
-    result = Result(ips=[IPConfig(Prefix.parse("10.1.0.5/24")), IPConfig(Prefix.parse("fd00::5/64"))])
+    result = Result(
+        ips=[IPConfig(Prefix.parse("10.1.0.5/24")), IPConfig(Prefix.parse("fd00::5/64"))]
+    )
     plugin = types.SimpleNamespace(
         NAME="fake",
         calls=calls,
@@ -43,16 +46,25 @@ def fake_plugin(**overrides: Any) -> types.SimpleNamespace:
     return plugin
 
 
-def invoke(plugin: Any, env: dict[str, str], config: Any = None, stdin: bytes | None = None) -> tuple[int, str, str]:
+def invoke(
+    plugin: Any, env: dict[str, str], config: Any = None, stdin: bytes | None = None
+) -> tuple[int, str, str]:
     if stdin is None:
-        stdin = json.dumps(config if config is not None else {"cniVersion": "1.0.0", "name": "net"}).encode()
+        stdin = json.dumps(
+            config if config is not None else {"cniVersion": "1.0.0", "name": "net"}
+        ).encode()
     out, err = io.BytesIO(), io.StringIO()
     status = skel.run(plugin, env=env, stdin=io.BytesIO(stdin), stdout=out, stderr=err)
     return status, out.getvalue().decode(), err.getvalue()
 
 
 def env(command: str = "ADD", **extra: str) -> dict[str, str]:
-    base = {"CNI_COMMAND": command, "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": NETNS}
+    base = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": "c1",
+        "CNI_IFNAME": "eth0",
+        "CNI_NETNS": NETNS,
+    }
     base.update(extra)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -63,7 +75,7 @@ def conf(version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
 
 def error_of(status: int, out: str) -> dict[str, Any]:
     assert status == 1
-    error = json.loads(out)
+    error: dict[str, Any] = json.loads(out)
     assert set(error) <= {"cniVersion", "code", "msg", "details"}
     assert isinstance(error["msg"], str) and error["msg"]
     return error
@@ -81,7 +93,19 @@ def test_bad_command_is_code_4_naming_the_variable(command: str) -> None:
     assert e["code"] == Code.INVALID_ENV and "CNI_COMMAND" in e["msg"]
 
 
-@pytest.mark.parametrize("stdin", [b"", b"  \n", b"{not json", b"[1, 2]", b'"str"', b"\xff\xfe", b"{" * 10_000, b"{}" + b" " * (1 << 20)])
+@pytest.mark.parametrize(
+    "stdin",
+    [
+        b"",
+        b"  \n",
+        b"{not json",
+        b"[1, 2]",
+        b'"str"',
+        b"\xff\xfe",
+        b"{" * 10_000,
+        b"{}" + b" " * (1 << 20),
+    ],
+)
 def test_undecodable_stdin_is_code_6(stdin: bytes) -> None:
     e = error_of(*invoke(fake_plugin(), env(), stdin=stdin)[:2])
     assert e["code"] == Code.DECODE_FAILURE
@@ -111,7 +135,10 @@ def test_non_string_version_is_code_7() -> None:
     assert e["code"] == Code.INVALID_CONFIG and e["details"] == "$.cniVersion"
 
 
-@pytest.mark.parametrize(("command", "version"), [("CHECK", "0.3.1"), ("CHECK", "0.3.0"), ("STATUS", "1.0.0"), ("GC", "0.4.0")])
+@pytest.mark.parametrize(
+    ("command", "version"),
+    [("CHECK", "0.3.1"), ("CHECK", "0.3.0"), ("STATUS", "1.0.0"), ("GC", "0.4.0")],
+)
 def test_verb_gating_is_code_1(command: str, version: str) -> None:
     e = error_of(*invoke(fake_plugin(), env(command), conf(version))[:2])
     assert e["code"] == Code.INCOMPATIBLE_VERSION and command in e["msg"]
@@ -124,7 +151,9 @@ def test_missing_env_is_code_4_naming_it(variable: str) -> None:
     assert e["code"] == Code.INVALID_ENV and variable in e["msg"]
 
 
-@pytest.mark.parametrize("ifname", ["a" * 16, ".", "..", "eth/0", "eth:0", "eth 0", "eth\t0", "é" * 8])
+@pytest.mark.parametrize(
+    "ifname", ["a" * 16, ".", "..", "eth/0", "eth:0", "eth 0", "eth\t0", "é" * 8]
+)
 def test_invalid_ifname_is_code_4(ifname: str) -> None:
     e = error_of(*invoke(fake_plugin(), env(CNI_IFNAME=ifname))[:2])
     assert e["code"] == Code.INVALID_ENV and "CNI_IFNAME" in e["msg"]
