@@ -93,22 +93,10 @@ class Call(Record):
         return Attachment(self.container_id, self.ifname)
 
 
-def main(plugin: Plugin | str) -> None:
-    """Entry point of a frozen plugin executable. Given the plugin's module name, VERSION is
-    answered before the plugin (and what it imports) is loaded at all."""
-    if isinstance(plugin, str):
-        if os.environ.get("CNI_COMMAND") == "VERSION":
-            sys.stdout.write(versions.VERSION_ANSWER)
-            sys.stdout.flush()
-            sys.exit(0)
-        __import__(plugin)
-        plugin = sys.modules[plugin]
+def main(plugin: Plugin) -> None:
+    """Serve one call of the process (see pycni.entry for the frozen executables)."""
     status = run(
-        plugin,
-        env=os.environ,
-        stdin=sys.stdin.buffer,
-        stdout=sys.stdout.buffer,
-        stderr=sys.stderr,
+        plugin, env=os.environ, stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr
     )
     sys.stdout.flush()
     sys.exit(status)

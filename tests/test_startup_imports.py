@@ -61,14 +61,15 @@ env = dict(arg.split("=", 1) for arg in sys.argv[4:])
 sys.path.insert(0, root)
 import pycni.skel
 if mode == "call":
-    # Exactly what the frozen entry script runs: pycni.skel.main("<module>").
+    # Exactly what the frozen entry script runs: pycni.entry.main("<module>").
     os.environ.clear()
     os.environ.update(env)
     real_stdout, real_stderr = sys.stdout, sys.stderr
     sys.stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     sys.stderr = io.StringIO()
     try:
-        pycni.skel.main(module)
+        import pycni.entry
+        pycni.entry.main(module)
     except SystemExit as exit:
         status = exit.code
     sys.stdout.flush()

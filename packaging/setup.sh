@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up a Debian machine for pycni, as root: the system packages the plugins, tests, demo and
+# benchmarks use, and .venv (the project, editable, with its dev tools and the `pycni` command).
+#
+#   sudo bash packaging/setup.sh
+#
+# Idempotent: run it again after pulling. .ci/run starts with it, so CI and a newcomer's
+# machine are set up by the same lines.
+set -euo pipefail
+
+# What pycni needs from Debian, and why.
+APT_PACKAGES=(
+    containernetworking-plugins  # the Go reference plugins (/usr/lib/cni): compat tests, bench
+    iproute2                     # ip netns / link / addr: namespaces and what tests assert on
+    nftables iptables            # what the plugins program (ipMasq, portmap), tests inspect
+    python3 python3-venv         # .venv
+    python3-dev                  # libpython3.x.so, which PyInstaller bundles
+    binutils                     # objdump and strip, used by PyInstaller
+    tcpdump iperf3               # packets and throughput between namespaces
+)
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+[[ $(id -u) == 0 ]] || { echo "setup.sh: run as root (sudo): it installs packages" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
+
+echo "==> apt-get install ${APT_PACKAGES[*]}"
+timeout 600 apt-get update -q
+timeout 600 apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}"
+
+echo "==> .venv (pip install -e '.[dev]')"
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
+timeout 600 .venv/bin/pip install -q -e '.[dev]'
+echo "==> ready: .venv/bin/pycni --help"
