@@ -112,6 +112,7 @@ def run(
         stdout.write(versions.VERSION_ANSWER.encode())
         return 0
     error_version = versions.CURRENT
+    log.context = command
     try:
         if command not in VERBS:
             raise EnvError(
