@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -240,11 +241,21 @@ print(json.dumps(report))
 
 def test_works_with_tmp_mounted_noexec(bundle: Path) -> None:
     needs_mount_namespace()
-    script = 'mount -t tmpfs -o noexec,nosuid,nodev tmpfs /tmp && exec "$@"'
-    argv = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-I", "-c", IN_NOEXEC_TMP]
-    done = execute(
-        [*argv, NOT_JSON.decode(), str(bundle), *EXECUTABLES], {"PATH": os.environ["PATH"]}
-    )
+    # The fresh /tmp hides whatever lived under the old one, and CI may clone the repository
+    # there: run a copy of the bundle, and the interpreter by its real path, from outside /tmp.
+    staging = Path(tempfile.mkdtemp(prefix="pycni-noexec-", dir="/var/tmp"))
+    try:
+        shutil.copytree(bundle, staging / "bin", symlinks=True)
+        python = os.path.realpath(sys.executable)
+        assert not python.startswith("/tmp/"), f"the interpreter lives under /tmp: {python}"
+        script = 'mount -t tmpfs -o noexec,nosuid,nodev tmpfs /tmp && exec "$@"'
+        argv = ["unshare", "-m", "sh", "-c", script, "sh", python, "-I", "-c", IN_NOEXEC_TMP]
+        done = execute(
+            [*argv, NOT_JSON.decode(), str(staging / "bin"), *EXECUTABLES],
+            {"PATH": os.environ["PATH"]},
+        )
+    finally:
+        shutil.rmtree(staging)
     assert done.returncode == 0, done.stderr.decode()
     report = json.loads(done.stdout)
     assert report["mounts"] and "noexec" in report["mounts"][-1][3].split(","), report["mounts"]
