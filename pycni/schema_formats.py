@@ -67,8 +67,27 @@ def abs_path_problem(text: str) -> str | None:
     return f"{quoted(text)} is not an absolute path: {cause}"
 
 
+IFNAMSIZ = 16  # the kernel's limit on an interface name, with its terminating NUL
+
+
+def ifname_problem(text: str) -> str | None:
+    """A Linux interface name: 1-15 bytes, no '/', ':' or whitespace, not '.' or '..'."""
+    if not text:
+        cause = "it is empty"
+    elif len(text.encode()) >= IFNAMSIZ:
+        cause = f"it is longer than {IFNAMSIZ - 1} bytes"
+    elif text in (".", ".."):
+        cause = "it cannot be '.' or '..'"
+    elif any(c in "/:" or c.isspace() for c in text):
+        cause = "it cannot contain '/', ':' or whitespace"
+    else:
+        return None
+    return f"{quoted(text)} is not a valid interface name: {cause}"
+
+
 FORMATS: dict[str, Callable[[str], str | None]] = {
     "cni-name": cni_name_problem,
+    "ifname": ifname_problem,
     "ip": ip_problem,
     "cidr": cidr_problem,
     "abs-path": abs_path_problem,

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from pycni import jsonio, versions
+from pycni import jsonio, schema_formats, versions
 from pycni.errors import CniError, Code, ConfigError, EnvError, VersionError
 from pycni.record import Record
 from pycni.result import Result
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 VERBS = ("ADD", "DEL", "CHECK", "STATUS", "GC")
 MAX_STDIN = 1 << 20  # 1 MiB: a network config is a few hundred bytes; refuse to buffer a flood
-IFNAMSIZ = 16
 K8S_ARGS = ("K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID")
 VALID_ATTACHMENTS_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 
@@ -91,6 +90,12 @@ class Call(Record):
     @property
     def attachment(self) -> Attachment:
         return Attachment(self.container_id, self.ifname)
+
+    def for_command(self, command: str) -> Call:
+        """The same call with another verb (a main plugin driving its IPAM delegate)."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields["command"] = command
+        return Call(**fields)
 
 
 def main(plugin: Plugin) -> None:
@@ -303,25 +308,13 @@ def _required(env: Mapping[str, str], variable: str) -> str:
 
 
 def _is_cni_name(text: str) -> bool:
-    """The spec's `^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$`, without importing `re`."""
-    return (
-        bool(text)
-        and text[0].isascii()
-        and text[0].isalnum()
-        and all(c.isascii() and (c.isalnum() or c in "_.-") for c in text)
-    )
+    return schema_formats.cni_name_problem(text) is None
 
 
 def _validate_ifname(ifname: str) -> None:
-    problem = ""
-    if len(ifname.encode()) >= IFNAMSIZ:
-        problem = f"is longer than {IFNAMSIZ - 1} bytes"
-    elif ifname in (".", ".."):
-        problem = "cannot be '.' or '..'"
-    elif any(c in "/:" or c.isspace() for c in ifname):
-        problem = "cannot contain '/', ':' or whitespace"
+    problem = schema_formats.ifname_problem(ifname)
     if problem:
-        raise EnvError("CNI_IFNAME", f"'{ifname}' {problem}")
+        raise EnvError("CNI_IFNAME", problem)
 
 
 def parse_cni_args(text: str, plugin_keys: tuple[str, ...] = ()) -> dict[str, str]:

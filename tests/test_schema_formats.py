@@ -98,7 +98,7 @@ def test_abs_path(path: str, cause: str | None) -> None:
 
 
 def test_every_format_is_a_function_of_a_string() -> None:
-    assert set(formats.FORMATS) == {"cni-name", "ip", "cidr", "abs-path"}
+    assert set(formats.FORMATS) == {"cni-name", "ifname", "ip", "cidr", "abs-path"}
     for check in formats.FORMATS.values():
         assert check("") is None or isinstance(check(""), str)
 
@@ -173,3 +173,14 @@ def test_the_generated_validators_cost_no_heavy_import() -> None:
     assert {m for m in loaded if not m.startswith("pycni")} <= {"__future__", "_socket", "_json"}, (
         loaded
     )
+
+
+@pytest.mark.parametrize("name", ["eth0", "a" * 15, "net1", "é" * 7, "veth-1.2_x"])
+def test_ifname_accepts_linux_interface_names(name: str) -> None:
+    assert formats.ifname_problem(name) is None
+
+
+@pytest.mark.parametrize("name", ["", "a" * 16, "é" * 8, ".", "..", "a/b", "a:b", "a b", "a\tb"])
+def test_ifname_refuses_what_the_kernel_refuses(name: str) -> None:
+    problem = formats.ifname_problem(name)
+    assert problem is not None and "interface name" in problem

@@ -67,11 +67,12 @@ def parse(call: Call) -> HostLocalConf:
     ip_ranges = call.runtime_config.get("ipRanges")
     if ip_ranges:
         range_sets = _range_sets(ip_ranges, "$.runtimeConfig.ipRanges")
-    elif "ranges" in ipam:
-        range_sets = _range_sets(ipam["ranges"], "$.ipam.ranges")
-    elif "subnet" in ipam:
-        range_sets = [[_range(ipam, "$.ipam")]]
     else:
+        # As the reference does: the legacy one-range form, if given, is the first range set.
+        range_sets = [[_range(ipam, "$.ipam")]] if "subnet" in ipam else []
+        if "ranges" in ipam:
+            range_sets += _range_sets(ipam["ranges"], "$.ipam.ranges")
+    if not range_sets:
         raise ConfigError("$.ipam.ranges", "no IP ranges: set `ranges` (or the legacy `subnet`)")
     _check_overlaps(range_sets)
     return HostLocalConf(
