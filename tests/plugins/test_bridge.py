@@ -1,0 +1,326 @@
+"""pycni-bridge on one emulated node: the frozen executables driven as containerd drives them
+(bare environment, loopback first, the conflist, chaining, DEL in reverse with the cached
+result), with real packets between pod namespaces."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pycni import connectivity, versions
+from pycni import netns as netns_mod
+from pycni.runtime import PluginError, invoke
+from pycni.testbed import Node
+
+pytestmark = [pytest.mark.frozen, pytest.mark.netns]
+
+SUBNET4, GW4 = "10.60.0.0/24", "10.60.0.1"
+SUBNET6, GW6 = "fd60::/64", "fd60::1"
+
+
+def conflist(version: str = "1.1.0", *, dual: bool = False, **bridge: Any) -> dict[str, Any]:
+    ranges = [[{"subnet": SUBNET4}]] + ([[{"subnet": SUBNET6}]] if dual else [])
+    plugin: dict[str, Any] = {
+        "type": "pycni-bridge",
+        "bridge": "cbr0",
+        "isGateway": True,
+        "isDefaultGateway": True,
+        "hairpinMode": True,
+        "ipam": {"type": "pycni-host-local", "ranges": ranges},
+    }
+    plugin.update(bridge)
+    return {"cniVersion": version, "name": "kubenet", "plugins": [plugin]}
+
+
+@pytest.fixture
+def node(bundle: Path) -> Iterator[Node]:
+    n = Node.create("node", bundle)
+    try:
+        yield n
+    finally:
+        n.destroy()
+
+
+def leases(node: Node, network: str = "kubenet") -> list[str]:
+    d = node.state_dir / "networks" / network
+    return (
+        sorted(p.name for p in d.iterdir() if p.name[0].isdigit() or ":" in p.name)
+        if d.exists()
+        else []
+    )
+
+
+def host_links(node: Node) -> list[str]:
+    return [name for name in node.ns.link_names() if name.startswith("veth")]
+
+
+def test_pods_reach_each_other_and_the_node_without_nat(node: Node) -> None:
+    conf = node.conf(conflist(dual=True))
+    a, b = node.add_pod("a", conf), node.add_pod("b", conf)
+    assert a.addresses(4) == ["10.60.0.2"] and b.addresses(4) == ["10.60.0.3"]
+    assert a.addresses(6) == ["fd60::2"] and b.addresses(6) == ["fd60::3"]
+    servers = [connectivity.serve(p.ns) for p in (a, b)]
+    try:
+        probes = []
+        for version, gw in ((4, GW4), (6, GW6)):
+            targets = [(p.name, addr) for p in (a, b) for addr in p.addresses(version)]
+            sources = [(p.name, p.ns, p.addresses(version)[0]) for p in (a, b)]
+            sources.append(("node", node.ns, gw))  # the node speaks from the bridge's address
+            probes += connectivity.matrix(sources, targets)
+    finally:
+        for server in servers:
+            server.stop()
+    assert len(probes) == 2 * 2 * (2 + 2)  # families x protos x (pod->other pod, node->pods)
+    assert all(p.ok for p in probes), connectivity.report(probes)
+
+
+def test_ip_masq_hides_pods_behind_the_node_outside_the_pod_network(node: Node) -> None:
+    """A pod reaches an address outside the pod network, and is seen there as the node."""
+    outside = netns_mod.create("out")
+    try:
+        node.ns.ip(
+            "link", "add", "uplink", "type", "veth", "peer", "name", "wan0", "netns", outside.name
+        )
+        node.ns.ip("addr", "add", "192.0.2.1/24", "dev", "uplink")
+        node.ns.ip("link", "set", "uplink", "up")
+        outside.ip("addr", "add", "192.0.2.2/24", "dev", "wan0")
+        outside.ip("link", "set", "wan0", "up")
+        conf = node.conf(conflist(ipMasq=True))
+        pod = node.add_pod("a", conf)
+        server = connectivity.serve(outside)
+        try:
+            seen = [
+                connectivity.probe(pod.ns, "192.0.2.2", proto).seen_as for proto in ("tcp", "udp")
+            ]
+            other = node.add_pod("b", conf)
+            inner = connectivity.serve(other.ns)
+            try:  # inside the pod network: no NAT
+                inside = connectivity.probe(pod.ns, other.addresses(4)[0], "tcp").seen_as
+            finally:
+                inner.stop()
+        finally:
+            server.stop()
+        assert seen == ["192.0.2.1", "192.0.2.1"]
+        assert inside == pod.addresses(4)[0]
+        rules = node.ns.run(["nft", "list", "table", "inet", "pycni"]).stdout
+        assert "masquerade" in rules and "10.60.0.0/24" in rules
+        node.remove_pod("b", conf)
+        # the rule belongs to the network, not to a pod: one rule set, whatever the pod count
+        assert node.ns.run(["nft", "list", "table", "inet", "pycni"]).stdout == rules
+    finally:
+        outside.delete()
+
+
+def test_services_by_dnat_reach_another_pod_and_the_pod_itself(node: Node) -> None:
+    """kube-proxy's iptables mode, in nftables: VIP:port -> pod IP:port, masquerading the
+    hairpin case (an endpoint reaching itself through its service)."""
+    conf = node.conf(conflist())
+    a, b = node.add_pod("a", conf), node.add_pod("b", conf)
+    vip, b_ip = "10.96.0.10", b.addresses(4)[0]
+    port = connectivity.PORT
+    node.ns.run(
+        ["nft", "-f", "-"],
+        input=f"""
+table ip kubeproxy {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat;
+    ip daddr {vip} tcp dport 80 ip saddr {b_ip} meta mark set 0x4000
+    ip daddr {vip} tcp dport 80 dnat to {b_ip}:{port}
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat;
+    meta mark 0x4000 masquerade
+  }}
+}}
+""",
+    )
+    server = connectivity.serve(b.ns)
+    try:
+        from_a = connectivity.probe(a.ns, vip, "tcp", port=80).seen_as
+        from_b = connectivity.probe(b.ns, vip, "tcp", port=80).seen_as
+    finally:
+        server.stop()
+    assert from_a == a.addresses(4)[0]  # no NAT for a client that is not the endpoint
+    assert from_b == GW4  # hairpin: masqueraded to the node (bridge) address, and it worked
+
+
+@pytest.mark.parametrize("version", versions.SUPPORTED)
+def test_lifecycle_and_check_catching_drift(bundle: Path, node: Node, version: str) -> None:
+    conf = node.conf(conflist(version, dual=True))
+    runtime = node.runtime()
+    pod = node.add_pod("a", conf)
+    result = pod.result
+    assert result["cniVersion"] == version
+    names = [i["name"] for i in result["interfaces"]]
+    assert names[0] == "cbr0" and names[1].startswith("veth") and names[2] == "eth0"
+    assert result["interfaces"][2]["sandbox"] == pod.ns.path
+    assert ("mtu" in result["interfaces"][2]) == versions.at_least(version, "1.1.0")
+    assert [ip["interface"] for ip in result["ips"]] == [2, 2]
+    assert [ip["address"] for ip in result["ips"]] == ["10.60.0.2/24", "fd60::2/64"]  # v4 first
+    veth = names[1]
+    assert json.loads(node.ns.ip("-j", "-d", "link", "show", veth))[0]["master"] == "cbr0"
+    assert (
+        json.loads(node.ns.ip("-j", "-d", "link", "show", veth))[0]["linkinfo"]["info_slave_data"][
+            "hairpin"
+        ]
+        is True
+    )
+
+    if not versions.at_least(version, "0.4.0"):
+        with pytest.raises(Exception, match="CHECK"):
+            runtime.check(conf, pod.container_id, pod.ns.path, "eth0")
+    else:
+        runtime.check(conf, pod.container_id, pod.ns.path, "eth0")
+        pod.ns.ip("addr", "del", "10.60.0.2/24", "dev", "eth0")
+        with pytest.raises(PluginError) as err:
+            runtime.check(conf, pod.container_id, pod.ns.path, "eth0")
+        assert err.value.code == 104 and "10.60.0.2/24" in err.value.msg
+        pod.ns.ip("addr", "add", "10.60.0.2/24", "dev", "eth0")
+        pod.ns.ip("route", "add", "default", "via", GW4)
+        runtime.check(conf, pod.container_id, pod.ns.path, "eth0")
+        node.ns.ip("link", "set", veth, "nomaster")
+        with pytest.raises(PluginError) as err:
+            runtime.check(conf, pod.container_id, pod.ns.path, "eth0")
+        assert err.value.code == 104 and veth in err.value.msg and "cbr0" in err.value.msg
+
+    node.remove_pod("a", conf)
+    assert host_links(node) == []
+    assert leases(node) == []
+    # DEL again, and containerd's second DEL with an empty netns: both succeed
+    plugin = {**conf["plugins"][0], "cniVersion": version, "name": conf["name"]}
+    for netns in (pod.ns.path, ""):
+        inv = invoke(
+            str(bundle / "pycni-bridge"),
+            "DEL",
+            container_id=pod.container_id,
+            netns=netns,
+            ifname="eth0",
+            config=plugin,
+            in_netns=node.ns.path,
+            cni_path=str(bundle),
+        )
+        assert (inv.exit_status, inv.stdout) == (0, b""), inv.stderr
+
+
+def test_del_with_the_pod_namespace_gone_removes_the_host_veth_and_lease(
+    bundle: Path, node: Node
+) -> None:
+    conf = node.conf(conflist())
+    pod = node.add_pod("a", conf)
+    pod.ns.delete()  # the sandbox vanished before the runtime's DEL (the veth pair goes with it)
+    node.remove_pod("a", conf)
+    assert host_links(node) == [] and leases(node) == []
+
+
+def test_a_failed_add_leaves_nothing_behind(node: Node) -> None:
+    conf = copy.deepcopy(conflist())
+    # a route whose gateway is on no link: the kernel refuses it after the veth exists
+    conf["plugins"][0]["ipam"]["routes"] = [{"dst": "198.51.100.0/24", "gw": "203.0.113.1"}]
+    conf = node.conf(conf)
+    with pytest.raises(PluginError) as err:
+        node.add_pod("a", conf)
+    assert err.value.code == 105 and "198.51.100.0/24" in err.value.msg
+    assert host_links(node) == [] and leases(node) == []
+
+
+def test_any_ipam_plugin_and_its_error_codes_pass_through(
+    bundle: Path, reference: Path, node: Node
+) -> None:
+    conf = copy.deepcopy(conflist("1.0.0"))  # the Go plugins (1.1.1) stop at spec 1.0.0
+    conf["plugins"][0]["ipam"] = {
+        "type": "host-local",
+        "ranges": [[{"subnet": SUBNET4}]],
+        "dataDir": str(node.state_dir / "go-ipam"),
+    }
+    conf = node.conf(conf)
+    pod = node.add_pod("a", conf)  # the Go host-local, exec'd from CNI_PATH
+    assert pod.addresses(4) == ["10.60.0.2"]
+    node.remove_pod("a", conf)
+    assert not list((node.state_dir / "go-ipam" / "kubenet").glob("10.*"))
+    # a config the Go plugin refuses: its code and message reach the runtime unchanged
+    bad = copy.deepcopy(conf)
+    bad["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.60.0.0/31"}]]
+    plugin = {**bad["plugins"][0], "cniVersion": "1.0.0", "name": "kubenet"}
+    direct = invoke(
+        str(reference / "host-local"),
+        "ADD",
+        container_id="x",
+        netns=node.ns.path,
+        ifname="eth0",
+        config=plugin,
+        cni_path=str(reference),
+    )
+    ns = netns_mod.create("pod")
+    try:
+        through = invoke(
+            str(bundle / "pycni-bridge"),
+            "ADD",
+            container_id="x",
+            netns=ns.path,
+            ifname="eth0",
+            config=plugin,
+            in_netns=node.ns.path,
+            cni_path=f"{bundle}:{reference}",
+        )
+    finally:
+        ns.delete()
+    assert direct.exit_status == through.exit_status == 1
+    assert through.output["code"] == direct.output["code"]
+    assert through.output["msg"] == direct.output["msg"]
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "words"),
+    [
+        ({"bridge": "dummy9"}, 7, ["$.bridge", "dummy9", "not a bridge"]),
+        ({"mtu": 70000}, 7, ["$.mtu"]),
+        ({"bridge": "a-name-too-long-for-linux"}, 7, ["$.bridge"]),
+        ({"hairpinMode": True, "promiscMode": True}, 7, ["$.promiscMode"]),
+        (
+            {
+                "ipam": {
+                    "type": "pycni-host-local",
+                    "ranges": [[{"subnet": SUBNET4, "gateway": "10.61.0.1"}]],
+                }
+            },
+            7,
+            ["$.ipam.ranges[0][0].gateway"],
+        ),
+        ({"ipMasq": "yes"}, 7, ["$.ipMasq"]),
+        ({"ipam": {"type": "no-such-ipam"}}, 106, ["no-such-ipam"]),
+    ],
+)
+def test_bad_config_names_the_field(
+    bundle: Path, node: Node, change: dict[str, Any], code: int, words: list[str]
+) -> None:
+    node.ns.ip("link", "add", "dummy9", "type", "veth", "peer", "name", "dummy9p")  # no bridge
+    conf = conflist()
+    conf["plugins"][0].update(change)
+    conf = node.conf(conf)
+    with pytest.raises(PluginError) as err:
+        node.add_pod("a", conf)
+    assert err.value.code == code, err.value
+    for word in words:
+        assert word in f"{err.value.msg} {err.value.details}", err.value
+    assert host_links(node) == [] and leases(node) == []
+
+
+def test_status_and_gc(bundle: Path, node: Node) -> None:
+    conf = node.conf(conflist("1.1.0"))
+    runtime = node.runtime()
+    a, b = node.add_pod("a", conf), node.add_pod("b", conf)
+    runtime.status(conf)
+    runtime.gc(conf, [(b.container_id, "eth0")])  # a's cached attachment is DEL'd, then GC
+    assert leases(node) == ["10.60.0.3"]
+    node.ns.ip("link", "del", "cbr0")
+    node.ns.ip("link", "add", "cbr0", "type", "veth", "peer", "name", "cbr0p")
+    with pytest.raises(PluginError) as err:
+        runtime.status(conf)
+    assert err.value.code == 50 and "not a bridge" in err.value.msg
+    del node.pods["a"]
+    a.ns.delete()
