@@ -28,6 +28,9 @@ echo "==> apt-get install ${APT_PACKAGES[*]}"
 timeout 600 apt-get update -q
 timeout 600 apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}"
 
+echo "==> cnitool (the CNI project's reference client, for the runtime-compatibility tests)"
+bash packaging/cnitool.sh
+
 echo "==> .venv (pip install -e '.[dev]')"
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 timeout 600 .venv/bin/pip install -q -e '.[dev]'

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-SUBCOMMANDS = ("pycni.validate",)
+SUBCOMMANDS = ("pycni.validate", "pycni.demo")
 
 
 def main(argv: list[str] | None = None) -> int:
