@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from pycni import delegate, masquerade, node
+from pycni import delegate, node
 from pycni.errors import CniError, Code, ConfigError, NotFound
 from pycni.ip import IP, Prefix
 from pycni.netlink import NamespaceNotFound, NetlinkExists, NetlinkNotFound, Rtnl
@@ -105,6 +105,8 @@ def cmd_add(call: Call, conf: BridgeConf) -> Result:
             ensure_gateway(host, bridge, ips, conf)
             node.enable_forwarding({ip.address.version for ip in ips})
         if conf.ip_masq:
+            from pycni import masquerade  # loaded only by networks that masquerade
+
             masquerade.ensure(call.name, [ip.address.masked() for ip in ips], conf.non_masquerade)
         undo.commit()
     return _result(call, conf, bridge, host_veth, pod_link, ipam, ips)
@@ -172,7 +174,7 @@ def cmd_status(call: Call, conf: BridgeConf) -> None:
             Code.NOT_AVAILABLE,
             f"'{conf.bridge}' exists and is a {bridge.kind or 'plain'} device, not a bridge",
         )
-    if conf.ip_masq and masquerade.nft_path() is None:
+    if conf.ip_masq and _nft_missing():
         raise CniError(Code.NOT_AVAILABLE, "ipMasq needs nftables: no nft on this node")
     delegate.ipam(call, "STATUS")
 
@@ -392,6 +394,12 @@ class _pod_netns:  # noqa: N801 - reads as a function at the call site
 
 def _find_interface(prev: Result, ifname: str, netns: str) -> Interface | None:
     return next((i for i in prev.interfaces if i.name == ifname and i.sandbox == netns), None)
+
+
+def _nft_missing() -> bool:
+    from pycni import masquerade
+
+    return masquerade.nft_path() is None
 
 
 def _random_mac() -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from pycni import jsonio, spawn
+from pycni import jsonio
 from pycni.errors import CniError, Code, EnvError
 from pycni.result import Result
 
@@ -59,6 +59,8 @@ def _in_process(call: Call, command: str, module_name: str) -> Result | None:
 def _exec(call: Call, command: str, kind: str) -> Result | None:
     executable = find_plugin(call, kind)
     env = delegate_env(call.env, command)
+    from pycni import spawn  # only for foreign IPAM plugins
+
     status, out = spawn.run([executable], env, call.stdin)
     if status != 0:
         error = _decode(out)

@@ -24,11 +24,12 @@ def ensure_sysctl(path: str, value: str, *, required: bool = True) -> bool:
     exist and is not `required` (e.g. bridge-nf-call-iptables without br_netfilter)."""
     full = "/proc/sys/" + path
     try:
-        with open(full, encoding="ascii") as f:
-            if f.read().strip() == value:
+        # Bytes, not text: a text open loads a codec module (encodings.ascii) on every call.
+        with open(full, "rb") as f:
+            if f.read().strip() == value.encode():
                 return True
-        with open(full, "w", encoding="ascii") as f:
-            f.write(value)
+        with open(full, "wb") as f:
+            f.write(value.encode())
         return True
     except FileNotFoundError:
         if required:
