@@ -39,7 +39,7 @@ HELP = "check .conf/.conflist files against pycni's config schemas"
 
 ENVELOPE_SCHEMA = "netconf"
 # Which schema a plugin's config must satisfy: by the plugin's type, and by its ipam.type.
-PLUGIN_SCHEMAS = {"pycni-host-local": "host-local"}
+PLUGIN_SCHEMAS = {"pycni-host-local": "host-local", "pycni-bridge": "bridge"}
 IPAM_SCHEMAS = {"pycni-host-local": "host-local"}
 
 _TYPE_WORDS = {
