@@ -163,6 +163,9 @@ def test_lifecycle_and_check_catching_drift(bundle: Path, node: Node, version: s
     assert [ip["interface"] for ip in result["ips"]] == [2, 2]
     assert [ip["address"] for ip in result["ips"]] == ["10.60.0.2/24", "fd60::2/64"]  # v4 first
     veth = names[1]
+    # IPv6 is usable at once: no duplicate address detection left pending
+    v6 = [a for a in pod.ns.ip_json("-6", "addr", "show", "dev", "eth0")[0]["addr_info"]]
+    assert [a.get("tentative", False) for a in v6 if a["scope"] == "global"] == [False]
     assert json.loads(node.ns.ip("-j", "-d", "link", "show", veth))[0]["master"] == "cbr0"
     assert (
         json.loads(node.ns.ip("-j", "-d", "link", "show", veth))[0]["linkinfo"]["info_slave_data"][
@@ -191,6 +194,7 @@ def test_lifecycle_and_check_catching_drift(bundle: Path, node: Node, version: s
     node.remove_pod("a", conf)
     assert host_links(node) == []
     assert leases(node) == []
+    assert node.ns.run(["nft", "list", "ruleset"]).stdout.strip() == ""  # no firewall rules
     # DEL again, and containerd's second DEL with an empty netns: both succeed
     plugin = {**conf["plugins"][0], "cniVersion": version, "name": conf["name"]}
     for netns in (pod.ns.path, ""):
@@ -324,3 +328,29 @@ def test_status_and_gc(bundle: Path, node: Node) -> None:
     assert err.value.code == 50 and "not a bridge" in err.value.msg
     del node.pods["a"]
     a.ns.delete()
+
+
+def test_chained_after_another_plugin_keeps_its_result(
+    bundle: Path, node: Node, tmp_path: Path
+) -> None:
+    """Not first in the list: the previous result's interfaces and IPs stay in front."""
+    first = tmp_path / "bin" / "first-plugin"
+    first.parent.mkdir()
+    first.write_text(
+        '#!/bin/sh\ncat >/dev/null\n[ "$CNI_COMMAND" = ADD ] || exit 0\n'
+        'echo \'{"cniVersion": "1.0.0", "interfaces": [{"name": "tap9"}],'
+        ' "ips": [{"address": "192.0.2.9/32", "interface": 0}]}\'\n'
+    )
+    first.chmod(0o755)
+    node.bin_dirs.append(str(first.parent))
+    plugins = [{"type": "first-plugin"}, conflist("1.0.0")["plugins"][0]]
+    conf = node.conf({"cniVersion": "1.0.0", "name": "kubenet", "plugins": plugins})
+    pod = node.add_pod("a", conf)
+    names = [i["name"] for i in pod.result["interfaces"]]
+    assert names[:2] == ["tap9", "cbr0"] and names[2].startswith("veth") and names[3] == "eth0"
+    assert [(ip["address"], ip["interface"]) for ip in pod.result["ips"]] == [
+        ("192.0.2.9/32", 0),
+        ("10.60.0.2/24", 3),
+    ]
+    node.remove_pod("a", conf)
+    assert host_links(node) == [] and leases(node) == []
