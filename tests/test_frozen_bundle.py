@@ -12,7 +12,6 @@ Protocol behaviour per plugin lives in the plugins' own frozen tests (tests/ipam
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 import shutil
@@ -21,10 +20,11 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.support import plugin_table
 
 pytestmark = pytest.mark.frozen
 
@@ -44,17 +44,7 @@ EXCLUDED = (
 )
 
 
-def _plugin_table() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "plugin_table", REPO / "packaging" / "plugin_table.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-PLUGINS = _plugin_table().read()
+PLUGINS = plugin_table().read()
 EXECUTABLES = [entry.executable for entry in PLUGINS]
 
 

@@ -21,17 +21,17 @@ build.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import subprocess
 import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.support import plugin_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,17 +82,7 @@ print(" ".join(sorted(sys.modules)))
 """
 
 
-def _plugin_table() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "plugin_table", REPO / "packaging" / "plugin_table.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-PLUGINS = _plugin_table().read()
+PLUGINS = plugin_table().read()
 
 
 class Loaded:
