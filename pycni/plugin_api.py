@@ -53,3 +53,6 @@ class LeaseStore(Protocol):
 
     def all_leases(self) -> dict[IP, Attachment]:
         """Every lease (for GC and STATUS; may cost a directory scan)."""
+
+    def keep(self, ip: IP) -> None:
+        """The runtime reports the lease's attachment live (GC)."""

@@ -97,6 +97,7 @@ def cmd_gc(call: Call, conf: HostLocalConf) -> None:
         for ip, owner in store.all_leases().items():
             legacy = not owner.ifname  # old reference leases name only the container
             if (owner.container_id in valid_ids) if legacy else (owner in valid):
+                store.keep(ip)  # live, says the runtime: not stale even if made before a reboot
                 continue
             store.release(ip)
 

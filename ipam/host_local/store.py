@@ -8,6 +8,8 @@ can switch between the two without losing or duplicating a lease):
 and pycni's own, which the reference ignores (its files hold no lease text):
     .pycni/attachments/<containerID>:<ifname>   the addresses an attachment holds, one a line
     .pycni/seal                                 the directory's mtime after our last change
+    .pycni/boot                                 the kernel's boot_id at our last call
+    .pycni/stale                                leases made before the last reboot, one a line
 
 Why the index: the reference finds an attachment's leases by reading every file in the
 directory, so its ADD and DEL slow down as pods accumulate. The index makes them O(1). It is
@@ -16,6 +18,14 @@ kernel's coarse clock will not produce) after our last change: any other writer 
 plugin, an operator) or a process of ours killed half-way changes the mtime, and the next call
 rebuilds the index from the lease files. Lease files are written to a temporary name and
 hard-linked into place, so a kill never leaves an empty (ownerless) lease.
+
+Reboots: the most-reported failure of the reference host-local is a range exhausted by leases
+of pods that died with the node (containernetworking/plugins#252, #697). The first call after a
+reboot (the kernel's boot_id differs from the recorded one) marks every lease then present as
+stale. A stale lease still belongs to its attachment for DEL and CHECK, but an allocation that
+finds its address taken by a stale lease reclaims it; a GC that lists the attachment as valid
+makes it current again (the runtime says it lives), one that does not releases it. No operator,
+no GC needed, and the lease files keep the reference format.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from pycni.ip import IP
 from pycni.skel import Attachment
 
 LOCK_TIMEOUT = 10.0  # seconds; then code 11 (try again later) naming the holder
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _INDEX = ".pycni"
 _LEASE_TMP = "lease.tmp"
 
@@ -41,8 +52,17 @@ class _LockTimeout(Exception):
 class DiskStore:
     """A LeaseStore for one network. Use as a context manager: the lock is held inside."""
 
-    def __init__(self, data_dir: str, network: str, lock_timeout: float = LOCK_TIMEOUT) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        network: str,
+        lock_timeout: float = LOCK_TIMEOUT,
+        boot_id: str | None = None,  # None: the kernel's (tests pass one to stage a reboot)
+    ) -> None:
         self.dir = os.path.join(data_dir, network)
+        self._boot_id = boot_id
+        self._stale: set[IP] | None = None  # loaded when first needed
+        self._stale_changed = False
         self._index_dir = os.path.join(self.dir, _INDEX, "attachments")
         self._lock_timeout = lock_timeout
         self._lock_fd = -1
@@ -63,6 +83,7 @@ class DiskStore:
             self._lock()
             if not self._seal_holds():
                 self._rebuild_index()
+            self._note_reboot()
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -70,6 +91,8 @@ class DiskStore:
 
     def __exit__(self, *exc: object) -> None:
         try:
+            if self._stale_changed and self._stale is not None:
+                _write(self._stale_path, "".join(f"{ip}\n" for ip in sorted(self._stale)))
             if self._changed or self._dirty:
                 self._write_index()
                 self._seal()
@@ -88,9 +111,12 @@ class DiskStore:
         finally:
             os.close(fd)
         try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                if not self._reclaim(ip):
+                    return False
+                os.link(tmp, path)
         finally:
             _unlink(tmp)
         self._changed = True
@@ -100,6 +126,7 @@ class DiskStore:
         return True
 
     def release(self, ip: IP) -> None:
+        self._unstale(ip)
         owner = self.owner(ip)
         if _unlink(os.path.join(self.dir, str(ip))):
             self._changed = True
@@ -133,8 +160,57 @@ class DiskStore:
         return leases
 
     def leased_addresses(self) -> set[IP]:
-        """The leased addresses, from file names alone (STATUS needs no owners)."""
-        return {ip for ip in map(_ip_or_none, os.listdir(self.dir)) if ip is not None}
+        """The addresses in use, from file names alone (STATUS needs no owners): stale leases
+        (of an earlier boot) count as free."""
+        leased = {ip for ip in map(_ip_or_none, os.listdir(self.dir)) if ip is not None}
+        return leased - self._stale_set()
+
+    def keep(self, ip: IP) -> None:
+        """The runtime reports the lease's attachment live (GC): it is current, not stale."""
+        self._unstale(ip)
+
+    # --- reboots -----------------------------------------------------------------------------
+
+    @property
+    def _stale_path(self) -> str:
+        return os.path.join(self.dir, _INDEX, "stale")
+
+    def _note_reboot(self) -> None:
+        current = self._boot_id or (_read(BOOT_ID) or "").strip()
+        boot_file = os.path.join(self.dir, _INDEX, "boot")
+        recorded = _read(boot_file)
+        if recorded is not None and recorded.strip() != current:
+            # Every lease present was made before this boot (and stale ones stay stale).
+            leased = {ip for ip in map(_ip_or_none, os.listdir(self.dir)) if ip is not None}
+            self._stale = leased | self._stale_set()
+            self._stale_changed = True
+        if recorded is None or recorded.strip() != current:
+            _write(boot_file, current)
+
+    def _stale_set(self) -> set[IP]:
+        if self._stale is None:
+            text = _read(self._stale_path) or ""
+            self._stale = {ip for ip in map(_ip_or_none, text.split()) if ip is not None}
+        return self._stale
+
+    def _unstale(self, ip: IP) -> None:
+        stale = self._stale_set()
+        if ip in stale:
+            stale.discard(ip)
+            self._stale_changed = True
+
+    def _reclaim(self, ip: IP) -> bool:
+        """Free `ip` if its lease dates from before the last reboot."""
+        if ip not in self._stale_set():
+            return False
+        owner = self.owner(ip)
+        _unlink(os.path.join(self.dir, str(ip)))
+        self._unstale(ip)
+        self._changed = True
+        if owner is not None and ip in self._entry(owner):
+            self._entry(owner).remove(ip)
+            self._dirty.add(owner)
+        return True
 
     # --- locking -----------------------------------------------------------------------------
 

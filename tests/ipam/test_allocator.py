@@ -38,6 +38,9 @@ class MemoryStore:
     def all_leases(self) -> dict[IP, Attachment]:
         return dict(self.leases)
 
+    def keep(self, ip: IP) -> None:
+        pass
+
 
 def rng(
     subnet: str, start: str | None = None, end: str | None = None, gw: str | None = None

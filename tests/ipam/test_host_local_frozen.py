@@ -433,3 +433,42 @@ def test_bare_environment_and_any_cwd(bundle: Path, netns: Netns, tmp_path: Path
     )
     assert json.loads(done.stdout)["ips"][0]["address"] == "10.22.0.2/24"
     assert os.listdir(tmp_path / "hl-test")  # the lease landed in dataDir, nowhere else
+
+
+def test_leases_leaked_by_a_reboot_do_not_exhaust_the_range(
+    bundle: Path, netns: Netns, tmp_path: Path
+) -> None:
+    """The node reboots with pods that never got their DEL: the next ADDs still succeed,
+    reclaiming those leases, without an operator and without a GC. (The reboot is staged by
+    rewriting the boot_id pycni recorded, which is what it compares with the kernel's.)"""
+    conf = netconf("1.1.0", tmp_path, ranges=[[{"subnet": "10.22.0.0/29"}]])  # 5 addresses
+    for n in range(5):
+        ok(run(bundle, "ADD", conf, netns, cid=f"before{n}"))
+    error(run(bundle, "ADD", conf, netns, cid="full"), 101)
+    (tmp_path / "hl-test" / ".pycni" / "boot").write_text("an-earlier-boot")
+    ok(run(bundle, "STATUS", conf, None, cid=None, ifname=None))  # not exhausted any more
+    for n in range(5):
+        ok(run(bundle, "ADD", conf, netns, cid=f"after{n}"))
+    error(run(bundle, "ADD", conf, netns, cid="after5"), 101)  # now it is full of live pods
+    assert sorted(v.split(b"\r\n")[0] for v in leases(tmp_path).values()) == [
+        f"after{n}".encode() for n in range(5)
+    ]
+    for n in range(5):  # the dead pods' DELs, late: they release nothing of the new pods
+        ok(run(bundle, "DEL", conf, netns, cid=f"before{n}"))
+    assert len(leases(tmp_path)) == 5
+
+
+def test_gc_after_a_reboot_keeps_what_the_runtime_reports_live(
+    bundle: Path, netns: Netns, tmp_path: Path
+) -> None:
+    conf = netconf("1.1.0", tmp_path, ranges=[[{"subnet": "10.22.0.0/29"}]])
+    for n in range(5):
+        ok(run(bundle, "ADD", conf, netns, cid=f"before{n}"))
+    (tmp_path / "hl-test" / ".pycni" / "boot").write_text("an-earlier-boot")
+    gc = {**conf, "cni.dev/valid-attachments": [{"containerID": "before0", "ifname": "eth0"}]}
+    ok(run(bundle, "GC", gc, None, cid=None, ifname=None))
+    assert leases(tmp_path) == {"10.22.0.2": b"before0\r\neth0"}
+    for n in range(4):
+        ok(run(bundle, "ADD", conf, netns, cid=f"after{n}"))
+    error(run(bundle, "ADD", conf, netns, cid="after4"), 101)  # before0 was not reclaimed
+    assert leases(tmp_path)["10.22.0.2"] == b"before0\r\neth0"

@@ -116,3 +116,61 @@ def test_lock_is_exclusive_between_stores(tmp_path: Path) -> None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(fd)
+
+
+# --- reboots ---------------------------------------------------------------------------------
+
+
+def fill(tmp_path: Path, boot: str, owners: list[Attachment], first: int = 2) -> None:
+    with DiskStore(str(tmp_path), "net", boot_id=boot) as store:
+        for n, owner in enumerate(owners):
+            assert store.reserve(ip(f"10.1.0.{first + n}"), owner, 0)
+
+
+def test_leases_of_an_earlier_boot_are_reclaimed_by_allocation(tmp_path: Path) -> None:
+    fill(tmp_path, "boot-1", [A, B])
+    with DiskStore(str(tmp_path), "net", boot_id="boot-2") as store:
+        # still the old attachment's, for its DEL or CHECK ...
+        assert store.leases_of(A) == [ip("10.1.0.2")]
+        # ... but free for a new one: STATUS counts it free, and a reservation takes it over
+        assert store.leased_addresses() == set()
+        new = Attachment("after-reboot", "eth0")
+        assert store.reserve(ip("10.1.0.2"), new, 0)
+        assert store.owner(ip("10.1.0.2")) == new
+        assert store.leases_of(A) == []  # the old owner's DEL will not release the new lease
+    with DiskStore(str(tmp_path), "net", boot_id="boot-2") as store:
+        assert store.leased_addresses() == {ip("10.1.0.2")}  # the reclaimed lease is current
+        assert store.leases_of(B) == [ip("10.1.0.3")]  # B's is stale still, until reclaimed
+
+
+def test_a_current_lease_is_never_reclaimed(tmp_path: Path) -> None:
+    fill(tmp_path, "boot-1", [A])
+    with DiskStore(str(tmp_path), "net", boot_id="boot-1") as store:
+        assert not store.reserve(ip("10.1.0.2"), B, 0)
+        assert store.leased_addresses() == {ip("10.1.0.2")}
+
+
+def test_gc_listing_a_lease_as_live_makes_it_current_again(tmp_path: Path) -> None:
+    fill(tmp_path, "boot-1", [A, B])
+    with DiskStore(str(tmp_path), "net", boot_id="boot-2") as store:
+        store.keep(ip("10.1.0.2"))  # what GC does for an attachment in the valid list
+    with DiskStore(str(tmp_path), "net", boot_id="boot-2") as store:
+        assert not store.reserve(ip("10.1.0.2"), Attachment("x", "eth0"), 0)
+        assert store.reserve(ip("10.1.0.3"), Attachment("x", "eth0"), 0)  # B's was stale
+
+
+def test_a_second_reboot_keeps_what_was_stale_stale(tmp_path: Path) -> None:
+    fill(tmp_path, "boot-1", [A])
+    with DiskStore(str(tmp_path), "net", boot_id="boot-2") as store:
+        assert store.reserve(ip("10.1.0.9"), B, 0)
+    with DiskStore(str(tmp_path), "net", boot_id="boot-3") as store:
+        assert store.leased_addresses() == set()  # both from earlier boots now
+
+
+def test_first_use_by_pycni_keeps_leases_of_unknown_age(tmp_path: Path) -> None:
+    net = tmp_path / "net"
+    net.mkdir()
+    (net / "10.1.0.5").write_bytes(b"made-by-the-reference\r\neth0")
+    with DiskStore(str(tmp_path), "net", boot_id="boot-9") as store:
+        assert store.leased_addresses() == {ip("10.1.0.5")}
+        assert not store.reserve(ip("10.1.0.5"), A, 0)
