@@ -75,8 +75,14 @@ def cmd_status(call: Call, conf: HostLocalConf) -> None:
     if not store.exists():
         _require_writable_ancestor(conf.data_dir)
         return
-    with _store(call, conf, "read the leases", store) as store:
-        leased = store.leased_addresses()
+    try:
+        with _store(call, conf, "read the leases", store) as store:
+            leased = store.leased_addresses()
+    except CniError as err:
+        if err.code != Code.IO_FAILURE:
+            raise
+        # An ADD could not write its lease either: not ready, and why.
+        raise CniError(Code.NOT_AVAILABLE, err.msg, err.details) from err
     for range_set in conf.range_sets:
         if allocator.free_addresses(range_set, leased) <= 0:
             raise CniError(

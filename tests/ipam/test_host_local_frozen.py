@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -472,3 +473,52 @@ def test_gc_after_a_reboot_keeps_what_the_runtime_reports_live(
         ok(run(bundle, "ADD", conf, netns, cid=f"after{n}"))
     error(run(bundle, "ADD", conf, netns, cid="after4"), 101)  # before0 was not reclaimed
     assert leases(tmp_path)["10.22.0.2"] == b"before0\r\neth0"
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs of the test's own, mounted under its tmp dir and unmounted after."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=64", "pycni-test", str(mount)],
+        check=True,
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_read_only_data_dir_is_an_io_error_and_leaves_nothing(
+    bundle: Path, netns: Netns, small_tmpfs: Path
+) -> None:
+    conf = netconf("1.1.0", small_tmpfs)
+    ok(run(bundle, "ADD", conf, netns, cid="before"))
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    error(run(bundle, "ADD", conf, netns, cid="during"), 5, str(small_tmpfs))
+    error(run(bundle, "STATUS", conf, None, cid=None, ifname=None), 50, str(small_tmpfs))
+    subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True)
+    assert set(leases(small_tmpfs).values()) == {b"before\r\neth0"}
+    ok(run(bundle, "ADD", conf, netns, cid="after"))
+
+
+def test_full_data_dir_is_an_io_error_and_leaves_no_empty_lease(
+    bundle: Path, netns: Netns, small_tmpfs: Path
+) -> None:
+    conf = netconf("1.1.0", small_tmpfs, ranges=[[{"subnet": "10.22.0.0/24"}]])
+    ok(run(bundle, "ADD", conf, netns, cid="first"))
+    n = 0
+    while True:  # bounded by the 64-inode tmpfs
+        try:
+            (small_tmpfs / f"filler{n}").write_bytes(b"x" * 4096)
+        except OSError:
+            break
+        n += 1
+        assert n < 200
+    error(run(bundle, "ADD", conf, netns, cid="second"), 5)
+    assert all(v for v in leases(small_tmpfs).values())  # no empty, ownerless lease file
+    assert set(leases(small_tmpfs).values()) == {b"first\r\neth0"}
+    for path in small_tmpfs.glob("filler*"):
+        path.unlink()
+    ok(run(bundle, "ADD", conf, netns, cid="second"))
