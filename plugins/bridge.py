@@ -198,19 +198,20 @@ def ensure_bridge(host: Rtnl, conf: BridgeConf) -> Link:
         except NetlinkExists:
             pass  # a parallel ADD made it first
         bridge = host.get_link(conf.bridge)
-        # Bridged traffic through the node's netfilter hooks, as kubenet ensured (services).
-        for family in ("iptables", "ip6tables"):
-            if not node.ensure_sysctl(f"net/bridge/bridge-nf-call-{family}", "1", required=False):
-                os.write(
-                    2,
-                    b"pycni-bridge: br_netfilter is not loaded: services between pods"
-                    b" of one bridge need it (modprobe br_netfilter)\n",
-                )
     if bridge.kind != "bridge":
         raise ConfigError(
             "$.bridge",
             f"'{conf.bridge}' exists and is a {bridge.kind or 'plain'} device, not a bridge",
         )
+    # Bridged traffic through the node's netfilter hooks, as kubenet ensured (services). On
+    # every ADD (two small reads), so a call killed right after creating the bridge is mended.
+    for family in ("iptables", "ip6tables"):
+        if not node.ensure_sysctl(f"net/bridge/bridge-nf-call-{family}", "1", required=False):
+            os.write(
+                2,
+                b"pycni-bridge: br_netfilter is not loaded: services between pods"
+                b" of one bridge need it (modprobe br_netfilter)\n",
+            )
     if conf.mtu is not None and bridge.mtu != conf.mtu:
         host.set_link(bridge.index, mtu=conf.mtu)
     if not bridge.up or (conf.promisc and not bridge.promiscuous):
