@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-SUBCOMMANDS = ("pycni.validate", "pycni.demo")
+SUBCOMMANDS = ("pycni.validate", "pycni.demo", "pycni.conformance")
 
 
 def main(argv: list[str] | None = None) -> int:
