@@ -108,22 +108,32 @@ def test_switching_between_the_reference_and_pycni_loses_and_duplicates_nothing(
     assert lease_files(tmp_path) == {}
 
 
-def test_parallel_adds_never_share_an_address_and_dels_leave_nothing(
+def test_parallel_churn_on_two_networks_never_shares_an_address(
     bundle: Path, netns: Netns, tmp_path: Path
 ) -> None:
-    exe, config, n = bundle / "pycni-host-local", conf(tmp_path), 40
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        adds = list(pool.map(lambda i: call(exe, "ADD", config, netns, f"par{i}"), range(n)))
-    ips = [address(inv) for inv in adds]
-    assert len(set(ips)) == n
-    files = lease_files(tmp_path)
-    assert sorted(files) == sorted(ips)
-    assert {text for text in files.values()} == {f"par{i}\r\neth0" for i in range(n)}
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        dels = list(pool.map(lambda i: call(exe, "DEL", config, netns, f"par{i}"), range(n)))
+    """64 attachments churning at once (ADD, DEL, ADD), half on each of two networks sharing a
+    dataDir; then all DELs in parallel: no duplicate, no failure, nothing left."""
+    exe, n = bundle / "pycni-host-local", 64
+    confs = [conf(tmp_path), {**conf(tmp_path, subnet="10.31.0.0/24"), "name": "hl-node-b"}]
+
+    def churn(i: int) -> str:
+        config = confs[i % 2]
+        address(call(exe, "ADD", config, netns, f"par{i}"))
+        assert call(exe, "DEL", config, netns, f"par{i}").exit_status == 0
+        return address(call(exe, "ADD", config, netns, f"par{i}"))
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        ips = list(pool.map(churn, range(n)))
+    for parity in (0, 1):
+        assert len(set(ips[parity::2])) == n // 2
+    assert len(lease_files(tmp_path)) == n // 2  # network hl-node
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        dels = list(pool.map(lambda i: call(exe, "DEL", confs[i % 2], netns, f"par{i}"), range(n)))
     assert all(inv.exit_status == 0 and inv.stdout == b"" for inv in dels)
     assert lease_files(tmp_path) == {}
-    assert os.listdir(tmp_path / NET / ".pycni" / "attachments") == []
+    assert not [p for p in (tmp_path / "hl-node-b").iterdir() if p.name[0].isdigit()]
+    for network in ("hl-node", "hl-node-b"):
+        assert os.listdir(tmp_path / network / ".pycni" / "attachments") == []
 
 
 def test_a_call_killed_anywhere_leaves_nothing_that_blocks_or_leaks(

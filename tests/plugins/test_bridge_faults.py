@@ -64,8 +64,8 @@ def leftovers(node: Node, *networks: str) -> dict[str, list[str]]:
 
 
 def test_storm_of_parallel_pods_on_two_networks(node: Node) -> None:
-    """PODS pods added and deleted in parallel, half on each network: no duplicate address, no
-    failure, nothing left."""
+    """PODS pods churning in parallel, half on each network: each is added, deleted, added
+    again while the others do the same; no failure, no address given twice, nothing left."""
     nets = [
         node.conf(network("storm-a", "cbra", "10.81.0.0/23")),
         node.conf(network("storm-b", "cbrb", "10.82.0.0/23")),
@@ -74,12 +74,15 @@ def test_storm_of_parallel_pods_on_two_networks(node: Node) -> None:
     runtime = node.runtime()
     try:
 
-        def add(n: int) -> str:
-            result = runtime.add(nets[n % 2], f"storm{n}", pods[n].path, "eth0")
+        def churn(n: int) -> str:
+            net, pod = nets[n % 2], pods[n].path
+            runtime.add(net, f"storm{n}", pod, "eth0")
+            runtime.delete(net, f"storm{n}", pod, "eth0")
+            result = runtime.add(net, f"storm{n}", pod, "eth0")
             return str(result["ips"][0]["address"])
 
         with ThreadPoolExecutor(max_workers=16) as pool:
-            addresses = list(pool.map(add, range(PODS)))
+            addresses = list(pool.map(churn, range(PODS)))
         for parity in (0, 1):
             mine = addresses[parity::2]
             assert len(set(mine)) == PODS // 2, mine
@@ -87,7 +90,7 @@ def test_storm_of_parallel_pods_on_two_networks(node: Node) -> None:
             list(
                 pool.map(
                     lambda n: runtime.delete(nets[n % 2], f"storm{n}", pods[n].path, "eth0"),
-                    range(64),
+                    range(PODS),
                 )
             )
         assert leftovers(node, "storm-a", "storm-b") == {"links": [], "leases": []}
