@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pycni.conformance import checks, runner
+    from pycni.conformance import checks
 
     if args.list:
         for check in checks.CHECKS:
@@ -78,7 +78,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"pycni conformance: {problem}", file=sys.stderr)
         return 2
     netconf = json.loads(args.conf.read_text())
-    signal.signal(signal.SIGTERM, _interrupt)  # tear down on `kill` as on Ctrl-C
+    # Tear down on `kill` as on Ctrl-C; and put the old handler back on the way out: a handler
+    # that raises, left behind in a process that forks later (pyroute2's netns helper, say),
+    # makes the child unwind the parent's `finally` blocks when it is sent SIGTERM.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(args, netconf)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, netconf: dict[str, object]) -> int:
+    from pycni.conformance import runner
+
     colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
     def progress(result: runner.CheckResult) -> None:

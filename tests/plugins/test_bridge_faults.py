@@ -158,9 +158,11 @@ def test_pod_namespace_removed_during_add(bundle: Path, node: Node) -> None:
     rng = random.Random(99)
     for run in range(KILLS // 2):
         pod = netns_mod.create("gone")
-        process = _spawn(node, bundle, "ADD", f"gone{run}", pod.path, conf)
-        time.sleep(rng.uniform(0.0, 0.03))
-        pod.delete()
+        try:
+            process = _spawn(node, bundle, "ADD", f"gone{run}", pod.path, conf)
+            time.sleep(rng.uniform(0.0, 0.03))
+        finally:
+            pod.delete()
         process.wait(timeout=30)
         runtime.delete(conf, f"gone{run}", pod.path, "eth0")
         assert leftovers(node, "gone") == {"links": [], "leases": []}, f"run {run}"
