@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-SUBCOMMANDS = ("pycni.validate", "pycni.demo", "pycni.conformance")
+SUBCOMMANDS = ("pycni.validate", "pycni.demo", "pycni.conformance", "pycni.reconcile")
 
 
 def main(argv: list[str] | None = None) -> int:

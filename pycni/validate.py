@@ -39,7 +39,11 @@ HELP = "check .conf/.conflist files against pycni's config schemas"
 
 ENVELOPE_SCHEMA = "netconf"
 # Which schema a plugin's config must satisfy: by the plugin's type, and by its ipam.type.
-PLUGIN_SCHEMAS = {"pycni-host-local": "host-local", "pycni-bridge": "bridge"}
+PLUGIN_SCHEMAS = {
+    "pycni-host-local": "host-local",
+    "pycni-bridge": "bridge",
+    "pycni-vxlan": "vxlan",
+}
 IPAM_SCHEMAS = {"pycni-host-local": "host-local"}
 
 _TYPE_WORDS = {
