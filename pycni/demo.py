@@ -7,8 +7,10 @@ bare environment — and the Kubernetes network model is checked with real TCP a
 every pod reaches every pod and the node reaches every pod, and each sees the other's own
 address (no NAT).
 
-Today the demo runs the bridge (kubenet) datapath on one node; the multi-node overlay comes
-with the VXLAN plugin.
+By default the demo brings up a 3-node cluster (pycni.cluster: nodes on an underlay namespace
+of their own, kind's addresses and pod CIDRs) with the VXLAN overlay (pycni-vxlan), spreads the
+pods over the nodes and probes every pod and every node against every pod, across nodes.
+`--datapath bridge` runs the single-node bridge (kubenet) datapath instead.
 """
 
 from __future__ import annotations
@@ -33,21 +35,96 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the frozen plugins (default: dist/cni/bin, from packaging/build.sh)",
     )
     parser.add_argument("--pods", type=int, default=3, help="how many pods (default 3)")
-    parser.add_argument("--ipv6", action="store_true", help="dual-stack pods (IPv4 + IPv6)")
+    parser.add_argument(
+        "--ipv6", action="store_true", help="dual-stack pods (IPv4 + IPv6; bridge datapath)"
+    )
+    parser.add_argument(
+        "--datapath",
+        choices=("vxlan", "bridge"),
+        default="vxlan",
+        help="vxlan: a multi-node cluster with the overlay (default); bridge: one node, kubenet",
+    )
+    parser.add_argument("--nodes", type=int, default=3, help="nodes of the vxlan cluster (3)")
+    parser.add_argument(
+        "--underlay-mtu", type=int, default=None, help="MTU of the vxlan cluster's underlay"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from pycni import connectivity
-    from pycni.testbed import Node
-
     bundle = args.bundle.resolve()
     if os.geteuid() != 0:
         print("pycni demo: run as root (it creates network namespaces)", file=sys.stderr)
         return 2
-    if not (bundle / "pycni-bridge").exists():
-        print(f"pycni demo: no frozen plugins in {bundle}: run packaging/build.sh", file=sys.stderr)
+    plugin = f"pycni-{args.datapath}"
+    if not (bundle / plugin).exists():
+        print(f"pycni demo: no {plugin} in {bundle}: run packaging/build.sh", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)  # tear down on `kill` as on Ctrl-C
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # tear down on `kill` as on Ctrl-C
+    try:
+        if args.datapath == "vxlan":
+            return _run_cluster(args, bundle)
+        return _run_node(args, bundle)
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # a raising handler must not outlive the demo
+
+
+def _run_cluster(args: argparse.Namespace, bundle: Path) -> int:
+    from pycni import connectivity
+    from pycni.cluster import Cluster
+
+    started = time.monotonic()
+    mtu = f", underlay MTU {args.underlay_mtu}" if args.underlay_mtu else ""
+    _step(f"creating a {args.nodes}-node cluster (namespaces on an underlay namespace{mtu})")
+    cluster = Cluster.create(args.nodes, bundle, underlay_mtu=args.underlay_mtu)
+    servers: list[Any] = []
+    try:
+        members = list(cluster.nodes.values())
+        for member in members:
+            _step(f"{member.name}: eth0 {member.ip}, pod CIDR {member.pod_cidr}")
+        pods = []
+        for n in range(1, args.pods + 1):
+            member = members[(n - 1) % len(members)]
+            pod = member.node.add_pod(f"pod{n}", cluster.conflist(member))
+            pods.append((member, pod))
+            _step(f"ADD pod{n} on {member.name}: {', '.join(pod.addresses())}")
+        servers = [connectivity.serve(pod.ns) for _, pod in pods]
+        targets = [(f"{m.name}/{p.name}", p.addresses(4)[0]) for m, p in pods]
+        sources: list[tuple[str, Any, str | None]] = [
+            (f"{m.name}/{p.name}", p.ns, p.addresses(4)[0]) for m, p in pods
+        ]
+        sources += [(m.name, m.node.ns, None) for m in members]
+        _step("probing: every pod and every node to every pod, across nodes, TCP and UDP")
+        probes = connectivity.matrix(sources, targets)
+        return _verdict(connectivity, probes, started)
+    except KeyboardInterrupt:
+        print("\ninterrupted: tearing down", file=sys.stderr)
+        return 130
+    except Exception as err:  # a plugin's error: say it plainly, then tear down
+        print(f"\npycni demo: FAILED: {err}", file=sys.stderr)
+        return 1
+    finally:
+        for server in servers:
+            server.stop()
+        _step("DEL every pod, remove the nodes and the underlay")
+        cluster.destroy()
+
+
+def _verdict(connectivity: Any, probes: list[Any], started: float) -> int:
+    print()
+    print(connectivity.report(probes))
+    failed = [p for p in probes if not p.ok]
+    print()
+    print(
+        f"{'FAILED' if failed else 'OK'}: {len(probes) - len(failed)} of {len(probes)} probes"
+        f" reached their pod with the sender's own address ({time.monotonic() - started:.1f}s)"
+    )
+    return 1 if failed else 0
+
+
+def _run_node(args: argparse.Namespace, bundle: Path) -> int:
+    from pycni import connectivity
+    from pycni.testbed import Node
+
     conflist = _conflist(args.ipv6)
     started = time.monotonic()
     _step(f"creating node 'node1' (a network namespace) with plugins from {bundle}")
