@@ -36,3 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(command)
         command.set_defaults(run=module.run)
     return parser
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -103,10 +103,12 @@ def _run_cluster(args: argparse.Namespace, bundle: Path) -> int:
         print(f"\npycni demo: FAILED: {err}", file=sys.stderr)
         return 1
     finally:
-        for server in servers:
-            server.stop()
-        _step("DEL every pod, remove the nodes and the underlay")
-        cluster.destroy()
+        try:  # nothing here may keep the teardown from running (a closed stdout, say)
+            for server in servers:
+                server.stop()
+            _step("DEL every pod, remove the nodes and the underlay")
+        finally:
+            cluster.destroy()
 
 
 def _verdict(connectivity: Any, probes: list[Any], started: float) -> int:
@@ -161,10 +163,12 @@ def _run_node(args: argparse.Namespace, bundle: Path) -> int:
         print(f"\npycni demo: FAILED: {err}", file=sys.stderr)
         return 1
     finally:
-        for server in servers:
-            server.stop()
-        _step("DEL every pod, remove the node")
-        node.destroy(conflist)
+        try:  # nothing here may keep the teardown from running (a closed stdout, say)
+            for server in servers:
+                server.stop()
+            _step("DEL every pod, remove the node")
+        finally:
+            node.destroy(conflist)
 
 
 def _conflist(ipv6: bool) -> dict[str, Any]:
