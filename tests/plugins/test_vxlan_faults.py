@@ -1,0 +1,161 @@
+"""pycni-vxlan under storms and kills, on an emulated cluster node: the same faults as the
+bridge plugin gets (tests/plugins/test_bridge_faults.py), and the overlay must survive them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pycni import netns as netns_mod
+from pycni.cluster import Cluster, ClusterNode
+
+pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
+
+FULL = os.environ.get("PYCNI_STRESS") == "full"
+PODS = 256 if FULL else 64
+KILLS = 200 if FULL else 30
+
+
+@pytest.fixture
+def cluster(bundle: Path) -> Iterator[Cluster]:
+    c = Cluster.create(2, bundle)
+    try:
+        yield c
+    finally:
+        c.destroy()
+
+
+def second_network(cluster: Cluster, member: ClusterNode) -> dict[str, Any]:
+    """Another overlay on the same node: its own VNI, bridge, device and pod subnet."""
+    conf = copy.deepcopy(cluster.conflist(member))
+    conf["name"] = "overlay-b"
+    plugin = conf["plugins"][0]
+    plugin.update(
+        vni=2,
+        bridge="cbr1",
+        peers=[],
+        ipam={
+            "type": "pycni-host-local",
+            "ranges": [[{"subnet": "10.250.0.0/23"}]],
+        },
+    )
+    plugin.pop("peersFile", None)
+    return member.node.conf(conf)
+
+
+def overlay(member: ClusterNode) -> str:
+    """Routes, permanent neighbours and FDB entries of the node's first overlay."""
+    ns = member.node.ns
+    return "\n".join(
+        [
+            ns.ip("route", "show", "dev", "pycni.1"),
+            ns.run(["ip", "neigh", "show", "dev", "pycni.1", "nud", "permanent"]).stdout,
+            ns.run(["bridge", "fdb", "show", "dev", "pycni.1"]).stdout,
+        ]
+    )
+
+
+def leftovers(member: ClusterNode) -> dict[str, list[str]]:
+    links = [n for n in member.node.ns.link_names() if n.startswith("veth")]
+    leases = [
+        p.name
+        for p in (member.node.state_dir / "networks").rglob("*")
+        if p.is_file() and p.name[0].isdigit() and p.parent.name != "attachments"
+    ]
+    return {"links": links, "leases": leases}
+
+
+def test_storm_of_pods_on_two_overlays(cluster: Cluster) -> None:
+    member = cluster.nodes["node1"]
+    nets = [member.node.conf(cluster.conflist(member)), second_network(cluster, member)]
+    runtime = member.node.runtime()
+    before = overlay(member) if member.node.ns.link_names().count("pycni.1") else None
+    pods = [netns_mod.create("vstorm") for _ in range(PODS)]
+    try:
+
+        def churn(n: int) -> str:
+            net, pod = nets[n % 2], pods[n].path
+            runtime.add(net, f"vs{n}", pod, "eth0")
+            runtime.delete(net, f"vs{n}", pod, "eth0")
+            return str(runtime.add(net, f"vs{n}", pod, "eth0")["ips"][0]["address"])
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            addresses = list(pool.map(churn, range(PODS)))
+        for parity in (0, 1):
+            assert len(set(addresses[parity::2])) == PODS // 2
+        state = overlay(member)
+        assert before is None or state == before
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(
+                pool.map(
+                    lambda n: runtime.delete(nets[n % 2], f"vs{n}", pods[n].path, "eth0"),
+                    range(PODS),
+                )
+            )
+        assert leftovers(member) == {"links": [], "leases": []}
+        assert overlay(member) == state  # pods come and go; the node's overlay stays
+    finally:
+        for pod in pods:
+            pod.delete()
+
+
+@pytest.mark.parametrize("verb", ["ADD", "DEL"])
+def test_killed_calls_leave_nothing_and_keep_the_overlay(
+    bundle: Path, cluster: Cluster, verb: str
+) -> None:
+    member = cluster.nodes["node1"]
+    conf = member.node.conf(cluster.conflist(member))
+    runtime = member.node.runtime()
+    probe = netns_mod.create("vkill")
+    try:  # one pod first, so the overlay exists to compare against
+        runtime.add(conf, "first", probe.path, "eth0")
+        state = overlay(member)
+        runtime.delete(conf, "first", probe.path, "eth0")
+    finally:
+        probe.delete()
+    plugin = {**conf["plugins"][0], "cniVersion": conf["cniVersion"], "name": conf["name"]}
+    rng = random.Random(77)
+    for run in range(KILLS):
+        pod = netns_mod.create("vkill")
+        cid = f"vkill{run}"
+        try:
+            if verb == "DEL":
+                runtime.add(conf, cid, pod.path, "eth0")
+            env = {
+                "CNI_COMMAND": verb,
+                "CNI_CONTAINERID": cid,
+                "CNI_NETNS": pod.path,
+                "CNI_IFNAME": "eth0",
+                "CNI_PATH": str(bundle),
+            }
+            process = subprocess.Popen(
+                ["nsenter", f"--net={member.node.ns.path}", str(bundle / "pycni-vxlan")],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            assert process.stdin is not None
+            process.stdin.write(json.dumps(plugin).encode())
+            process.stdin.close()
+            time.sleep(rng.uniform(0.0, 0.04))
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            runtime.delete(conf, cid, pod.path, "eth0")
+            runtime.add(conf, f"{cid}b", pod.path, "eth1")
+            runtime.delete(conf, f"{cid}b", pod.path, "eth1")
+        finally:
+            pod.delete()
+        assert leftovers(member) == {"links": [], "leases": []}, f"run {run}"
+        assert overlay(member) == state, f"run {run}"
