@@ -136,11 +136,12 @@ def test_parallel_churn_on_two_networks_never_shares_an_address(
         assert os.listdir(tmp_path / network / ".pycni" / "attachments") == []
 
 
+@pytest.mark.parametrize("verb", ["ADD", "DEL"])
 def test_a_call_killed_anywhere_leaves_nothing_that_blocks_or_leaks(
-    bundle: Path, netns: Netns, tmp_path: Path
+    bundle: Path, netns: Netns, tmp_path: Path, verb: str
 ) -> None:
-    """SIGKILL each ADD at a random moment of its life, then do what a runtime does next: DEL
-    the attachment (the ADD never answered), and ADD again. 60 runs."""
+    """SIGKILL an ADD (or the DEL after an ADD) at a random moment of its life, then do what a
+    runtime does next: DEL the attachment (the call never answered), and ADD again. 60 runs."""
     exe, config = bundle / "pycni-host-local", conf(tmp_path, subnet="10.30.0.0/28")
     env_base = {"CNI_NETNS": netns.path, "CNI_IFNAME": "eth0"}
     stdin = json.dumps(config).encode()
@@ -148,9 +149,11 @@ def test_a_call_killed_anywhere_leaves_nothing_that_blocks_or_leaks(
     killed_inside = 0
     for run in range(60):
         cid = f"kill{run}"
+        if verb == "DEL":
+            address(call(exe, "ADD", config, netns, cid))
         proc = subprocess.Popen(
             [str(exe)],
-            env={**env_base, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid},
+            env={**env_base, "CNI_COMMAND": verb, "CNI_CONTAINERID": cid},
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
