@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from pycni import jsonio
-from pycni.errors import CniError, Code, EnvError
+from pycni.errors import CniError, Code, ConfigError, EnvError
 from pycni.result import Result
 
 TYPE_CHECKING = False
@@ -27,8 +27,6 @@ IN_PROCESS = {"pycni-host-local": "pycni.ipam.host_local.plugin"}
 def ipam_type(call: Call) -> str:
     ipam = call.config.get("ipam")
     if not isinstance(ipam, dict) or not isinstance(ipam.get("type"), str) or not ipam["type"]:
-        from pycni.errors import ConfigError
-
         raise ConfigError("$.ipam.type", "is required: the IPAM plugin to get addresses from")
     return str(ipam["type"])
 
@@ -94,8 +92,6 @@ def delegate_env(env: Mapping[str, str], command: str) -> dict[str, str]:
 
 def find_plugin(call: Call, kind: str) -> str:
     if "/" in kind or kind in (".", ".."):
-        from pycni.errors import ConfigError
-
         raise ConfigError("$.ipam.type", f"'{kind}' must be a plugin name, not a path")
     if not call.cni_path:
         raise EnvError("CNI_PATH", f"is not set: needed to find the IPAM plugin '{kind}'")

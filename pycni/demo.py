@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +104,7 @@ def _run_cluster(args: argparse.Namespace, bundle: Path) -> int:
         print(f"\npycni demo: FAILED: {err}", file=sys.stderr)
         return 1
     finally:
-        try:  # nothing here may keep the teardown from running (a closed stdout, say)
-            for server in servers:
-                server.stop()
-            _step("DEL every pod, remove the nodes and the underlay")
-        finally:
-            cluster.destroy()
+        _teardown(servers, "DEL every pod, remove the nodes and the underlay", cluster.destroy)
 
 
 def _verdict(connectivity: Any, probes: list[Any], started: float) -> int:
@@ -163,12 +159,7 @@ def _run_node(args: argparse.Namespace, bundle: Path) -> int:
         print(f"\npycni demo: FAILED: {err}", file=sys.stderr)
         return 1
     finally:
-        try:  # nothing here may keep the teardown from running (a closed stdout, say)
-            for server in servers:
-                server.stop()
-            _step("DEL every pod, remove the node")
-        finally:
-            node.destroy(conflist)
+        _teardown(servers, "DEL every pod, remove the node", lambda: node.destroy(conflist))
 
 
 def _conflist(ipv6: bool) -> dict[str, Any]:
@@ -192,6 +183,17 @@ def _conflist(ipv6: bool) -> dict[str, Any]:
             }
         ],
     }
+
+
+def _teardown(servers: list[Any], message: str, destroy: Callable[[], None]) -> None:
+    """Stop the echo servers, say so, and destroy: nothing before `destroy` (a closed stdout,
+    say) may keep it from running."""
+    try:
+        for server in servers:
+            server.stop()
+        _step(message)
+    finally:
+        destroy()
 
 
 def _step(message: str) -> None:

@@ -11,6 +11,7 @@ from pycni import versions
 from pycni.errors import ConfigError
 from pycni.ip import IP, Prefix
 from pycni.record import Record
+from pycni.schema_formats import json_kind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ def _dns_json(d: DNS) -> dict[str, object]:
 
 def _object(raw: object, path: str) -> dict[str, object]:
     if not isinstance(raw, dict):
-        raise ConfigError(path, f"expected an object, found {_kind(raw)}")
+        raise ConfigError(path, f"expected an object, found {json_kind(raw)}")
     return raw
 
 
@@ -221,7 +222,7 @@ def _list(obj: dict[str, object], key: str, path: str, read: Callable[[object, s
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise ConfigError(f"{path}.{key}", f"expected an array, found {_kind(raw)}")
+        raise ConfigError(f"{path}.{key}", f"expected an array, found {json_kind(raw)}")
     return [read(item, f"{path}.{key}[{n}]") for n, item in enumerate(raw)]
 
 
@@ -232,7 +233,7 @@ def _str(obj: dict[str, object], key: str, path: str, required: bool = False) ->
             raise ConfigError(f"{path}.{key}", "is required")
         return ""
     if not isinstance(value, str):
-        raise ConfigError(f"{path}.{key}", f"expected a string, found {_kind(value)}")
+        raise ConfigError(f"{path}.{key}", f"expected a string, found {json_kind(value)}")
     return value
 
 
@@ -241,7 +242,7 @@ def _int(obj: dict[str, object], key: str, path: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"{path}.{key}", f"expected an integer, found {_kind(value)}")
+        raise ConfigError(f"{path}.{key}", f"expected an integer, found {json_kind(value)}")
     return value
 
 
@@ -318,14 +319,3 @@ def parse_prefix(text: object, path: str) -> Prefix:
         return Prefix.parse(text)
     except ValueError as err:
         raise ConfigError(path, str(err)) from None
-
-
-def _kind(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return names.get(type(value), type(value).__name__)
