@@ -164,7 +164,15 @@ def cmd_add(call: Call, conf: IpipConf) -> Result:
     pod_index = len(interfaces) - 1
     return Result(
         interfaces=interfaces,
-        ips=[*prev.ips, *(IPConfig(ip.address, ip.gateway, pod_index) for ip in ips)],
+        # the IPv6 gateway is the route's alone: a link-local address means nothing in
+        # ips[] without its interface (whoever takes it for an address to reach fails)
+        ips=[
+            *prev.ips,
+            *(
+                IPConfig(ip.address, ip.gateway if ip.address.version == 4 else None, pod_index)
+                for ip in ips
+            ),
+        ],
         routes=[*prev.routes, *routes],
         dns=conf.dns or ipam.dns,
     )
