@@ -129,53 +129,24 @@ def parse_conf(c: dict[str, object]) -> IpipConf:
 
 def cmd_add(call: Call, conf: IpipConf) -> Result:
     with Rollback() as undo, Rtnl() as host:
-        plan = reconcile_node(host, conf)
-        ipam = delegate.ipam(call, "ADD")
-        if ipam is None or not ipam.ips:
-            raise CniError(
-                Code.DELEGATE_FAILED,
-                f"IPAM plugin '{delegate.ipam_type(call)}' returned no address",
-            )
+        plan = reconcile_node(host, conf)  # the node's tunnel and peer routes, as every ADD
+        ipam = _ipam_add(call)
         undo.push(delegate.ipam, call, "DEL")
-        ips = [
-            IPConfig(Prefix(ip.address.ip, ip.address.ip.bits), _gateway(ip.address.version))
-            for ip in bridge.order_ips(ipam.ips, False)
-        ]
-        host_veth = create_pod_veth(
-            host, call, plan.mtu, ipv6=any(ip.address.version == 6 for ip in ips)
-        )
+        ips = pod_ips(ipam)
+        versions = {ip.address.version for ip in ips}
+        host_veth = create_pod_veth(host, call, plan.mtu, ipv6=6 in versions)
         undo.push(lambda: host.delete_link(host_veth.name, missing_ok=True))
         routes = pod_routes(ipam, ips)
         pod_link = configure_pod(call, ips, routes)
-        for ip in ips:
+        for ip in ips:  # the node's way to the pod
             host.add_route(ip.address, oif=host_veth.index, replace=True)
-        node.enable_forwarding({ip.address.version for ip in ips})
+        node.enable_forwarding(versions)
         if conf.ip_masq:
             from pycni import masquerade  # loaded only by networks that masquerade
 
             masquerade.ensure(call.name, conf.pod_cidrs, conf.non_masquerade)
         undo.commit()
-    prev = call.prev_result or Result()
-    interfaces = [
-        *prev.interfaces,
-        Interface(name=host_veth.name, mac=host_veth.mac or ""),
-        Interface(name=pod_link.name, mac=pod_link.mac or "", sandbox=call.netns, mtu=pod_link.mtu),
-    ]
-    pod_index = len(interfaces) - 1
-    return Result(
-        interfaces=interfaces,
-        # the IPv6 gateway is the route's alone: a link-local address means nothing in
-        # ips[] without its interface (whoever takes it for an address to reach fails)
-        ips=[
-            *prev.ips,
-            *(
-                IPConfig(ip.address, ip.gateway if ip.address.version == 4 else None, pod_index)
-                for ip in ips
-            ),
-        ],
-        routes=[*prev.routes, *routes],
-        dns=conf.dns or ipam.dns,
-    )
+    return _result(call, conf, host_veth, pod_link, ipam, ips, routes)
 
 
 def cmd_del(call: Call, conf: IpipConf) -> None:
@@ -218,10 +189,8 @@ def cmd_check(call: Call, conf: IpipConf) -> None:
             if ip.address not in have:
                 _drift(f"address {ip.address} is missing from '{call.ifname}'")
         routes = {(r.dst.masked(), r.gateway) for r in pod.routes() if r.oif == link.index}
-        if {ip.address.version for ip in ips} & {4} and (
-            Prefix(GATEWAY4, 32),
-            None,
-        ) not in routes:
+        gateway_route = (Prefix(GATEWAY4, 32), None)
+        if any(ip.address.version == 4 for ip in ips) and gateway_route not in routes:
             _drift(f"route {GATEWAY4} dev {call.ifname} (the gateway, on-link) is missing")
         for route in prev.routes:
             if (route.dst.masked(), route.gw) not in routes:
@@ -313,6 +282,14 @@ def configure_pod(call: Call, ips: list[IPConfig], routes: list[Route]) -> Link:
         return pod.get_link(link.index)
 
 
+def pod_ips(ipam: Result) -> list[IPConfig]:
+    """IPAM's addresses as /32 and /128 (IPv4 first), each with its family's gateway."""
+    return [
+        IPConfig(Prefix(ip.address.ip, ip.address.ip.bits), _gateway(ip.address.version))
+        for ip in bridge.order_ips(ipam.ips, False)
+    ]
+
+
 def pod_routes(ipam: Result, ips: list[IPConfig]) -> list[Route]:
     """A default route per family through its gateway, and IPAM's other routes through it
     too (a pod has no other next hop)."""
@@ -324,6 +301,47 @@ def pod_routes(ipam: Result, ips: list[IPConfig]) -> list[Route]:
         if r.dst.length and r.dst.version in families:
             routes.append(Route(dst=r.dst, gw=_gateway(r.dst.version), mtu=r.mtu))
     return routes
+
+
+def _ipam_add(call: Call) -> Result:
+    result = delegate.ipam(call, "ADD")
+    if result is None or not result.ips:
+        raise CniError(
+            Code.DELEGATE_FAILED, f"IPAM plugin '{delegate.ipam_type(call)}' returned no address"
+        )
+    return result
+
+
+def _result(
+    call: Call,
+    conf: IpipConf,
+    host_veth: Link,
+    pod_link: Link,
+    ipam: Result,
+    ips: list[IPConfig],
+    routes: list[Route],
+) -> Result:
+    prev = call.prev_result or Result()
+    interfaces = [
+        *prev.interfaces,
+        Interface(name=host_veth.name, mac=host_veth.mac or ""),
+        Interface(name=pod_link.name, mac=pod_link.mac or "", sandbox=call.netns, mtu=pod_link.mtu),
+    ]
+    pod = len(interfaces) - 1
+    # The IPv6 gateway is in the route alone: a link-local address means nothing in ips[]
+    # without its interface (whoever takes it for an address to reach fails).
+    return Result(
+        interfaces=interfaces,
+        ips=[
+            *prev.ips,
+            *(
+                IPConfig(ip.address, ip.gateway if ip.address.version == 4 else None, pod)
+                for ip in ips
+            ),
+        ],
+        routes=[*prev.routes, *routes],
+        dns=conf.dns or ipam.dns,
+    )
 
 
 def _gateway(version: int) -> IP:
@@ -373,6 +391,20 @@ class Plan(Record):
         self._init(changes=changes, needs_tunnel=needs_tunnel, mtu=mtu, underlay=underlay)
 
 
+class _Hop(Record):
+    """Where a peer route points: the peer's node IP, out of the tunnel (onlink) or the
+    underlay link; `oif` None while the tunnel is still to be made (dry run)."""
+
+    __slots__ = ("dev", "oif", "onlink", "via")
+    via: IP
+    oif: int | None
+    dev: str
+    onlink: bool
+
+    def __init__(self, via: IP, oif: int | None, dev: str, onlink: bool) -> None:
+        self._init(via=via, oif=oif, dev=dev, onlink=onlink)
+
+
 def reconcile(conf: IpipConf) -> list[str]:
     """Bring this node's tunnel and peer routes (in the current namespace) to exactly the
     peer set; the changes made, in words (empty when nothing had to change)."""
@@ -405,7 +437,7 @@ def reconcile_node(host: Rtnl, conf: IpipConf, *, dry_run: bool = False) -> Plan
         tunnel = _ensure_tunnel(host, conf, underlay, mtu, changes, dry_run)
     else:
         _remove_tunnel(host, changes, dry_run)
-    want: dict[Prefix, tuple[IP, int | None, bool]] = {}
+    want: dict[Prefix, _Hop] = {}
     for peer in remote:
         assert underlay is not None
         for m, cidr in enumerate(peer.pod_cidrs):
@@ -445,8 +477,8 @@ def _peer_route(
     encapsulated: bool,
     cidr: Prefix,
     m: int,
-) -> tuple[IP, int | None, bool]:
-    """(next hop, link index, onlink) of the route to one of a peer's pod CIDRs."""
+) -> _Hop:
+    """The next hop of the route to one of a peer's pod CIDRs."""
     where = f"{peer.path}.podCIDRs[{m}]"
     if cidr.version != peer.node_ip.version:
         raise ConfigError(
@@ -456,7 +488,7 @@ def _peer_route(
             " of their own family",
         )
     if cidr.version == 4 and encapsulated:
-        return (peer.node_ip, tunnel.index if tunnel else None, True)
+        return _Hop(peer.node_ip, tunnel.index if tunnel else None, TUNNEL, True)
     if not underlay.same_subnet(peer.node_ip):
         raise ConfigError(
             f"{peer.path}.nodeIP",
@@ -464,7 +496,7 @@ def _peer_route(
             f" {underlay.prefix.masked()}: a direct route needs it on the same subnet (use"
             " encapsulation CrossSubnet or Always for nodes behind a router)",
         )
-    return (peer.node_ip, underlay.link.index, False)
+    return _Hop(peer.node_ip, underlay.link.index, underlay.link.name, False)
 
 
 def _ensure_tunnel(
@@ -526,7 +558,7 @@ def _remove_tunnel(host: Rtnl, changes: list[str], dry_run: bool) -> None:
 
 def _sync_routes(
     host: Rtnl,
-    want: dict[Prefix, tuple[IP, int | None, bool]],
+    want: dict[Prefix, _Hop],
     changes: list[str],
     dry_run: bool,
 ) -> None:
@@ -539,16 +571,25 @@ def _sync_routes(
         changes.append(f"remove route {dst}")
         if not dry_run:
             host.delete_route(dst, protocol=RTPROT_PYCNI, missing_ok=True)
-    for dst, (via, oif, onlink) in want.items():
+    for dst, hop in want.items():
         route = have.get(dst)
-        if route is not None and (route.gateway, route.oif, route.onlink) == (via, oif, onlink):
+        if route is not None and (route.gateway, route.oif, route.onlink) == (
+            hop.via,
+            hop.oif,
+            hop.onlink,
+        ):
             continue
-        dev = TUNNEL if onlink else "the underlay link"
         verb = "add" if route is None else "repair"
-        changes.append(f"{verb} route {dst} via {via} dev {dev}{' onlink' if onlink else ''}")
-        if not dry_run and oif is not None:
+        onlink = " onlink" if hop.onlink else ""
+        changes.append(f"{verb} route {dst} via {hop.via} dev {hop.dev}{onlink}")
+        if not dry_run and hop.oif is not None:
             host.add_route(
-                dst, gateway=via, oif=oif, onlink=onlink, protocol=RTPROT_PYCNI, replace=True
+                dst,
+                gateway=hop.via,
+                oif=hop.oif,
+                onlink=hop.onlink,
+                protocol=RTPROT_PYCNI,
+                replace=True,
             )
 
 

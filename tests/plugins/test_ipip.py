@@ -228,9 +228,7 @@ def test_reconcile_follows_the_peer_set_and_repairs_drift(bundle: Path) -> None:
         try:
             before = connectivity.probe(pods[0][1].ns, target, "tcp", timeout=1)
             assert not before.reached
-            assert cluster.reconcile(node1) == [
-                "add route 10.244.2.0/24 via 172.18.0.4 dev the underlay link"
-            ]
+            assert cluster.reconcile(node1) == ["add route 10.244.2.0/24 via 172.18.0.4 dev eth0"]
             cluster.reconcile(node2)
             after = [
                 connectivity.probe(pod.ns, target, proto, expected_source=pod.addresses(4)[0])
@@ -245,7 +243,7 @@ def test_reconcile_follows_the_peer_set_and_repairs_drift(bundle: Path) -> None:
         ns.ip("route", "del", "10.244.1.0/24")  # drift: a route gone...
         ns.ip("route", "add", "10.99.0.0/24", "via", "172.18.0.9", "proto", PROTO)  # ...one stale
         assert sorted(cluster.reconcile(node1)) == [
-            "add route 10.244.1.0/24 via 172.18.0.3 dev the underlay link",
+            "add route 10.244.1.0/24 via 172.18.0.3 dev eth0",
             "remove route 10.99.0.0/24",
         ]
         cluster.remove_node("node3")
@@ -264,8 +262,8 @@ def test_pycni_reconcile_takes_an_ipip_conflist_from_the_command_line(never: Clu
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert sorted(done.stdout.splitlines()) == [
-        "add route 10.244.1.0/24 via 172.18.0.3 dev the underlay link",
-        "add route 10.244.2.0/24 via 172.18.0.4 dev the underlay link",
+        "add route 10.244.1.0/24 via 172.18.0.3 dev eth0",
+        "add route 10.244.2.0/24 via 172.18.0.4 dev eth0",
     ]
 
 
