@@ -207,7 +207,7 @@ def cmd_status(call: Call, conf: IpipConf) -> None:
             plan = reconcile_node(host, conf, dry_run=True)
         except CniError as err:
             raise CniError(Code.NOT_AVAILABLE, err.msg, err.details) from None
-        if plan.needs_tunnel and not _tunnel_works(host, plan):
+        if plan.needs_tunnel and not _tunnel_works(host):
             raise CniError(Code.NOT_AVAILABLE, no_ipip_message(conf))
         if not _routes_gateway_elsewhere(host):
             raise CniError(
@@ -593,7 +593,7 @@ def _sync_routes(
             )
 
 
-def _tunnel_works(host: Rtnl, plan: Plan) -> bool:
+def _tunnel_works(host: Rtnl) -> bool:
     """The tunnel exists, or the kernel can create one (a throwaway device; creating it loads
     the ipip module where there is one)."""
     device = host.find_link(TUNNEL)

@@ -493,3 +493,30 @@ def test_the_example_configs_are_valid(mode: str) -> None:
     assert report.errors == [] and report.notes == []
     doc = json.loads((REPO / f"conf/examples/10-pycni-ipip-{mode}.conflist").read_text())
     assert doc["plugins"][0]["encapsulation"].lower() == mode
+
+
+def test_nodes_in_two_underlay_subnets_reach_each_other_through_the_router(
+    bundle: Path,
+) -> None:
+    """pycni.cluster's `subnets`: what CrossSubnet tells apart, and what the real-kernel lane
+    tunnels through."""
+    with Cluster.create(3, bundle, datapath="ipip", encapsulation="Never", subnets=2) as c:
+        node1, node2, node3 = (c.nodes[f"node{i}"] for i in (1, 2, 3))
+        assert [(m.ip, m.subnet, m.underlay_bridge) for m in (node1, node2, node3)] == [
+            ("172.18.0.2", 0, "underlay"),
+            ("172.19.0.3", 1, "underlay1"),
+            ("172.18.0.4", 0, "underlay"),
+        ]
+        assert lines(node2.node.ns.ip("route", "show", "default")) == [
+            "default via 172.19.0.1 dev eth0"
+        ]
+        servers = [connectivity.serve(m.node.ns) for m in (node2, node3)]
+        try:
+            probes = [
+                connectivity.probe(node1.node.ns, m.ip, "tcp", expected_source=node1.ip)
+                for m in (node2, node3)
+            ]
+        finally:
+            for server in servers:
+                server.stop()
+        assert all(p.ok for p in probes), connectivity.report(probes)
