@@ -333,3 +333,28 @@ def test_a_del_without_mappings_does_no_netfilter_work(monkeypatch: pytest.Monke
         )
         assert (status, out.getvalue()) == (0, b"")
     assert touched == []
+
+
+# Checks that hold several pods of one conflist at once: the suite gives every pod the same
+# capability args, and a hostPort serves one pod per node (the second ADD is refused, code 102).
+MULTI_POD_CHECKS = ("add.parallel", "gc.unlisted", "gc.empty-list", "k8s.pod-to-pod")
+
+
+def test_conformance_with_portmap_chained(bundle: Path, tmp_path: Path) -> None:
+    from pycni.conformance import checks, runner
+    from pycni.conformance.checks import Verdict
+
+    conf = json.loads(
+        (Path(__file__).parents[2] / "conf" / "examples" / "10-pycni-bridge.conflist").read_text()
+    )
+    conf["plugins"][0]["ipam"]["dataDir"] = str(tmp_path / "ipam")
+    conf["plugins"].append({"type": "pycni-portmap", "capabilities": {"portMappings": True}})
+    plain = runner.run_suite([str(bundle)], conf)  # pods without hostPorts: pass-through
+    single = [c.id for c in checks.CHECKS if c.id not in MULTI_POD_CHECKS]
+    mapped = runner.run_suite([str(bundle)], conf, only=single, capability_args=mappings())
+    for report in (plain, mapped):
+        print(runner.render_table(report))
+        failed = {r.id: r.detail for r in report.results if r.verdict != Verdict.PASS}
+        assert not failed
+    assert len(plain.results) == len(checks.CHECKS)
+    assert len(mapped.results) == len(checks.CHECKS) - len(MULTI_POD_CHECKS)
