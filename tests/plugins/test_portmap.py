@@ -358,3 +358,43 @@ def test_conformance_with_portmap_chained(bundle: Path, tmp_path: Path) -> None:
         assert not failed
     assert len(plain.results) == len(checks.CHECKS)
     assert len(mapped.results) == len(checks.CHECKS) - len(MULTI_POD_CHECKS)
+
+
+def test_kind_ingress_recipe_hostports_80_and_443_behind_the_node_address(bundle: Path) -> None:
+    """kind's ingress set-up, as far as it exists here: the ingress controller's pod binds
+    hostPorts 80 and 443 on a node of the docker network (the underlay, 172.18.0.0/16), where
+    kind's `extraPortMappings` send the host's ports 80/443 (that last DNAT is docker's). Reached
+    from the underlay (the docker host) and from a pod on another node, over the overlay."""
+    from pycni.cluster import Cluster
+
+    with Cluster.create(2, bundle) as cluster:
+        node1, node2 = cluster.nodes["node1"], cluster.nodes["node2"]
+        confs = {}
+        for member in (node1, node2):
+            conf = cluster.conflist(member)
+            conf["plugins"].append(
+                {"type": "pycni-portmap", "capabilities": {"portMappings": True}}
+            )
+            confs[member.name] = member.node.conf(conf)
+        ingress_ports = {"portMappings": [
+            {"hostPort": 80, "containerPort": 18080, "protocol": "TCP"},
+            {"hostPort": 443, "containerPort": 18443, "protocol": "TCP"},
+        ]}  # fmt: skip
+        ingress = node1.node.add_pod("ingress", confs["node1"], capability_args=ingress_ports)
+        client = node2.node.add_pod("client", confs["node2"])
+        servers = [connectivity.serve(ingress.ns, port) for port in (18080, 18443)]
+        try:
+            probes = [
+                connectivity.probe(
+                    source, node1.ip, "tcp", port=port, expected_source=seen, name=who
+                )
+                for who, source, seen in (
+                    ("docker host", cluster.underlay, "172.18.0.1"),
+                    ("pod on node2", client.ns, client.addresses(4)[0]),
+                )
+                for port in (80, 443)
+            ]
+        finally:
+            for server in servers:
+                server.stop()
+        assert all(p.ok for p in probes), connectivity.report(probes)
