@@ -1,6 +1,6 @@
 """pycni-portmap against the reference portmap (/usr/lib/cni/portmap), side by side.
 
-    .venv/bin/python bench/portmap.py [--pods 64] [--rounds 30] [--json FILE]   (as root)
+    .venv/bin/python bench/portmap.py [--pods 64] [--rounds 30] [--repeats 3] [--json FILE]
 
 A benchmark, not a test: it prints numbers and never fails on them. What is fair: only the
 portmap plugins are timed, each called exactly as a runtime calls the second plugin of a
@@ -10,7 +10,8 @@ implementation gets a namespace of its own standing in for a node (a bridge with
 gateway, so the route to the pods exists); iptables rules and nftables rules never meet.
 
 1. `--pods` pods, each with hostPorts (TCP and UDP), ADDed all at once (one thread a pod),
-   then DELed all at once: failed calls, and the wall time of each phase.
+   then DELed all at once: failed calls (summed), and the wall time of each phase (median of
+   `--repeats` runs, the implementations taking turns at going first).
 2. A single DEL of a pod without hostPorts (containerd's everyday DEL): `--rounds` calls,
    alternating the implementations; median, p90 and the paired ratio (target ≤ 3x).
 
@@ -123,27 +124,42 @@ def parallel(impl: Impl, verb: str, pods: int) -> dict[str, Any]:
     return {"wall_ms": round(wall, 1), "failures": len(failures), "first_failure": failures[:1]}
 
 
-def run(pods: int = 64, rounds: int = 30) -> dict[str, Any]:
+def run(pods: int = 64, rounds: int = 30, repeats: int = 3) -> dict[str, Any]:
     state = Path(tempfile.mkdtemp(prefix="pycni-bench-portmap-"))
     tag = f"{os.getpid()}"
     impls = [
         Impl("pycni", BUNDLE / "pycni-portmap", f"bpm-{tag}-py", state / "py"),
         Impl("reference", GO_DIR / "portmap", f"bpm-{tag}-go", state / "go"),
     ]
-    out: dict[str, Any] = {"benchmark": "portmap", "pods": pods, "rounds": rounds}
+    out: dict[str, Any] = {
+        "benchmark": "portmap",
+        "pods": pods,
+        "rounds": rounds,
+        "repeats": repeats,
+    }
     try:
         for impl in impls:
             node_add(impl.node)
             impl.state.mkdir()
-        for impl in impls:
-            add = parallel(impl, "ADD", pods)
-            delete = parallel(impl, "DEL", pods)
-            out[impl.label] = {
-                "parallel_add": add,
-                "parallel_del": delete,
-                "parallel_total_ms": round(add["wall_ms"] + delete["wall_ms"], 1),
+        runs: dict[str, list[dict[str, Any]]] = {impl.label: [] for impl in impls}
+        for r in range(repeats):
+            for impl in impls if r % 2 == 0 else impls[::-1]:
+                add = parallel(impl, "ADD", pods)
+                delete = parallel(impl, "DEL", pods)
+                runs[impl.label].append({"parallel_add": add, "parallel_del": delete})
+                print(f"  {impl.label}: {pods} pods added and deleted", file=sys.stderr)
+        for label, done in runs.items():
+            out[label] = {
+                phase: {
+                    "wall_ms": statistics.median(d[phase]["wall_ms"] for d in done),
+                    "failures": sum(d[phase]["failures"] for d in done),
+                    "first_failure": [f for d in done for f in d[phase]["first_failure"]][:1],
+                }
+                for phase in ("parallel_add", "parallel_del")
             }
-            print(f"  {impl.label}: {pods} pods added and deleted", file=sys.stderr)
+            out[label]["parallel_total_ms"] = statistics.median(
+                d["parallel_add"]["wall_ms"] + d["parallel_del"]["wall_ms"] for d in done
+            )
         samples: dict[str, list[float]] = {impl.label: [] for impl in impls}
         for n in range(rounds):
             for impl in impls if n % 2 == 0 else impls[::-1]:
@@ -174,7 +190,8 @@ def render(result: dict[str, Any]) -> str:
     py, go = result["pycni"], result["reference"]
     d = result["del_without_mappings"]
     rows = [
-        f"# pycni-portmap vs reference portmap: {result['pods']} pods with hostPorts in parallel",
+        f"# pycni-portmap vs reference portmap: {result['pods']} pods with hostPorts in parallel"
+        f" (median of {result['repeats']} runs)",
         "",
         "| | pycni-portmap | reference portmap |",
         "|---|---:|---:|",
@@ -208,12 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pods", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/portmap.py: run as root (network namespaces)", file=sys.stderr)
         return 2
-    result = run(pods=args.pods, rounds=args.rounds)
+    result = run(pods=args.pods, rounds=args.rounds, repeats=args.repeats)
     print(render(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
