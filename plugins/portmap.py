@@ -300,10 +300,11 @@ def _node_chains(mark: int) -> list[str]:
     """The table, the maps, and (unless their fingerprint is today's) the node's NAT chains:
     DNAT through the maps for local destinations, masquerade for marked connections."""
     maps = _table_and_maps()
+    local = "fib daddr type local"  # as the reference's addrtype LOCAL: never forwarded traffic
     dispatch = [
-        f"ip daddr . meta l4proto . th dport vmap @{HOST_IP_MAPS[4]}",
-        f"ip6 daddr . meta l4proto . th dport vmap @{HOST_IP_MAPS[6]}",
-        f"fib daddr type local meta nfproto . meta l4proto . th dport vmap @{ANY_ADDRESS_MAP}",
+        f"{local} ip daddr . meta l4proto . th dport vmap @{HOST_IP_MAPS[4]}",
+        f"{local} ip6 daddr . meta l4proto . th dport vmap @{HOST_IP_MAPS[6]}",
+        f"{local} meta nfproto . meta l4proto . th dport vmap @{ANY_ADDRESS_MAP}",
     ]
     chains = {
         DNAT_CHAIN: ("type nat hook prerouting priority dstnat", dispatch),

@@ -151,6 +151,27 @@ def test_a_claimed_host_port_is_refused_naming_the_pod_that_holds_it(node: Node)
     node.add_pod("d", conf, capability_args=mappings(HOST_PORT + 1))  # another port is free
 
 
+def test_add_again_changes_nothing(bundle: Path, node: Node) -> None:
+    conf = node.conf(conflist())
+    a = node.add_pod("a", conf, capability_args=mappings())
+    before = ruleset(node)
+    request = {**conf["plugins"][1], "name": "kubenet", "cniVersion": "1.1.0"}
+    request.pop("capabilities")
+    request.update(runtimeConfig=mappings(), prevResult=a.result)
+    inv = invoke(
+        str(bundle / "pycni-portmap"),
+        "ADD",
+        container_id=a.container_id,
+        netns=a.ns.path,
+        ifname="eth0",
+        config=request,
+        in_netns=node.ns.path,
+    )
+    assert inv.exit_status == 0, inv.stdout
+    assert json.loads(inv.stdout) == a.result  # prevResult, passed through
+    assert ruleset(node) == before
+
+
 def test_a_stale_del_leaves_the_new_owner_of_the_port_alone(bundle: Path, node: Node) -> None:
     conf = node.conf(conflist())
     a = node.add_pod("a", conf, capability_args=mappings())
