@@ -444,18 +444,22 @@ def _pod_ips(prev: Result) -> dict[int, IP]:
 
 def _enable_route_localnet(pod_ip: IP) -> None:
     """Packets from 127.0.0.0/8 may leave through the interface that leads to the pod only with
-    route_localnet on it (after the masquerade they carry the node's address)."""
+    route_localnet on it (after the masquerade they carry the node's address). The interface:
+    the longest match in the main table, from /proc/net/route (no netlink code to load)."""
     from pycni import node
-    from pycni.netlink import Rtnl
 
-    with Rtnl() as host:
-        routes = [r for r in host.routes(2) if r.dst.contains(pod_ip) and r.oif is not None]
-        if not routes:
-            return
-        best = max(routes, key=lambda r: r.dst.length)
-        assert best.oif is not None
-        link = host.get_link(best.oif)
-    node.ensure_sysctl(f"net/ipv4/conf/{link.name}/route_localnet", "1")
+    best: tuple[int, str] | None = None
+    with open("/proc/net/route", "rb") as table:
+        next(table)  # the header
+        for line in table:
+            fields = line.split()
+            # Destination and Mask: hex, in the kernel's (little-endian) byte order
+            dst = int.from_bytes(bytes.fromhex(fields[1].decode()), "little")
+            mask = int.from_bytes(bytes.fromhex(fields[7].decode()), "little")
+            if pod_ip.value & mask == dst and (best is None or mask > best[0]):
+                best = (mask, fields[0].decode())
+    if best is not None:
+        node.ensure_sysctl(f"net/ipv4/conf/{best[1]}/route_localnet", "1")
 
 
 def _drift(what: str) -> None:
