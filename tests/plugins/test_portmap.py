@@ -124,6 +124,23 @@ def test_host_port_reached_from_node_localhost_other_pod_and_itself(node: Node) 
     assert not gone.reached
 
 
+def test_without_snat_nothing_is_marked_and_pods_still_reach_the_port(node: Node) -> None:
+    conf = node.conf(conflist(snat=False))
+    a = node.add_pod("a", conf, capability_args=mappings())
+    b = node.add_pod("b", conf)
+    server = connectivity.serve(a.ns)
+    try:
+        seen = connectivity.probe(
+            b.ns, NODE4, "tcp", port=HOST_PORT, expected_source=b.addresses(4)[0]
+        )
+    finally:
+        server.stop()
+    assert seen.ok, seen
+    chain = pod_chains_and_elements(node)[0][0]
+    rules = node.ns.run(["nft", "list", "chain", "inet", "pycni", chain]).stdout
+    assert "dnat ip to" in rules and "mark set" not in rules
+
+
 def test_host_ip_limits_the_mapping_to_that_address(node: Node) -> None:
     conf = node.conf(conflist())
     a = node.add_pod("a", conf, capability_args=mappings(hostIP=NODE4))
