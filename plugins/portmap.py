@@ -185,11 +185,13 @@ def cmd_check(call: Call, conf: PortmapConf) -> None:
     status, listing = _nft_output(["list", "chain", "inet", TABLE, chain])
     if status != 0:
         _drift(f"chain '{chain}' of the pod's hostPorts is missing")
+    rules = [f" {line.strip()} " for line in listing.splitlines()]
     for mapping in conf.mappings:
         for version, ip in pod_ips.items():
             if mapping.host_ip is None or mapping.host_ip.version == version:
                 target = _dnat_target(ip, mapping.container_port)
-                if target not in listing:
+                port = f" {mapping.protocol} dport {mapping.host_port} "
+                if not any(port in r and r.endswith(f" to {target} ") for r in rules):
                     _drift(f"{mapping} has no DNAT to {target} in chain '{chain}'")
 
 

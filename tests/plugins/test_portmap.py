@@ -266,9 +266,22 @@ def test_every_verb(bundle: Path, node: Node, version: str) -> None:
             ["nft", "add", "element", "inet", "pycni", "hostports",
              f"{{ ipv4 . udp . 8080 : jump {chain} }}"]
         )  # fmt: skip
+        # every DNAT right but IPv4 UDP's, whose port is a prefix of the right one
+        port = connectivity.PORT
+        (a4,), (a6,) = pod.addresses(4), pod.addresses(6)
+        for rule in (
+            f"meta nfproto ipv4 tcp dport 8080 dnat ip to {a4}:{port}",
+            f"meta nfproto ipv6 tcp dport 8080 dnat ip6 to [{a6}]:{port}",
+            f"meta nfproto ipv6 udp dport 8080 dnat ip6 to [{a6}]:{port}",
+            f"meta nfproto ipv4 udp dport 8080 dnat ip to {a4}:{str(port)[:-1]}",
+        ):
+            node.ns.run(["nft", f"add rule inet pycni {chain} {rule}"])
         with pytest.raises(PluginError) as err:
             runtime.check(conf, cid, pod.ns.path, "eth0", capability_args=mappings())
-        assert err.value.code == 104 and "DNAT" in err.value.msg
+        assert err.value.code == 104 and "DNAT" in err.value.msg and "8080/udp" in err.value.msg
+        node.ns.run(["nft", f"add rule inet pycni {chain} meta nfproto ipv4 udp dport 8080"
+                     f" dnat ip to {a4}:{port}"])  # fmt: skip
+        runtime.check(conf, cid, pod.ns.path, "eth0", capability_args=mappings())
     request = {**conf["plugins"][1], "name": "kubenet", "cniVersion": version}
     request.pop("capabilities")
     if versions.at_least(version, "1.1.0"):
