@@ -204,31 +204,35 @@ def cmd_gc(call: Call, conf: PortmapConf) -> None:
     """Remove the hostPorts of this network's attachments that are not in the valid list."""
     assert call.valid_attachments is not None
     valid = {(a.container_id, a.ifname) for a in call.valid_attachments}
-    listing = _table_listing()
-    chains = [
-        str(item["chain"]["name"])
-        for item in listing
-        if str(item.get("chain", {}).get("name", "")).startswith("hp_")
-    ]
-    owners = _map_owners(listing)
-    stale = []
-    for chain in chains:
-        network, _, attachment = (masquerade.chain_comment(chain) or "").partition(" ")
-        container_id, _, ifname = attachment.rpartition("/")
-        if network == call.name and (container_id, ifname) not in valid:
-            stale.append(chain)
-    if not stale:
-        return
-    script = []
-    for chain in stale:
-        held = [(m, k) for (m, k), owner in owners.items() if owner == chain]
-        script += [f"add chain inet {TABLE} {chain}\n"]
-        script += [f"add element inet {TABLE} {m} {{ {k} : jump {chain} }}\n" for m, k in held]
-        script += [f"delete element inet {TABLE} {m} {{ {k} }}\n" for m, k in held]
-        script += [f"flush chain inet {TABLE} {chain}\n", f"delete chain inet {TABLE} {chain}\n"]
-    status, message = _nft("".join(script))
-    if status != 0:
-        raise CniError(Code.KERNEL, f"failed to remove stale hostPorts: nft: {message}")
+    message = ""
+    for _attempt in range(DEL_ATTEMPTS):  # again if a port changed hands meanwhile
+        listing = _table_listing()
+        owners = _map_owners(listing)
+        script = []
+        for item in listing:
+            chain = str(item.get("chain", {}).get("name", ""))
+            if not chain.startswith("hp_"):
+                continue
+            network, _, attachment = (masquerade.chain_comment(chain) or "").partition(" ")
+            container_id, _, ifname = attachment.rpartition("/")
+            if network != call.name or (container_id, ifname) in valid:
+                continue
+            held = [(m, k) for (m, k), owner in owners.items() if owner == chain]
+            script += [f"add chain inet {TABLE} {chain}\n"]
+            script += [f"add element inet {TABLE} {m} {{ {k} : jump {chain} }}\n" for m, k in held]
+            script += [f"delete element inet {TABLE} {m} {{ {k} }}\n" for m, k in held]
+            script += [
+                f"flush chain inet {TABLE} {chain}\n",
+                f"delete chain inet {TABLE} {chain}\n",
+            ]
+        if not script:
+            return
+        status, message = _nft("".join(script))
+        if status == 0:
+            return
+        if "File exists" not in message:
+            break
+    raise CniError(Code.KERNEL, f"failed to remove stale hostPorts: nft: {message}")
 
 
 # --- the rules -------------------------------------------------------------------------------

@@ -285,12 +285,13 @@ def test_every_verb(bundle: Path, node: Node, version: str) -> None:
     request = {**conf["plugins"][1], "name": "kubenet", "cniVersion": version}
     request.pop("capabilities")
     if versions.at_least(version, "1.1.0"):
-        # GC with `a` listed keeps its rules; with an empty list removes them
-        for valid, left in (([{"containerID": cid, "ifname": "eth0"}], 1), ([], 0)):
+        # GC of another network, or with `a` listed, keeps its rules; an empty list removes them
+        listed = [{"containerID": cid, "ifname": "eth0"}]
+        for network, valid, left in (("other", [], 1), ("kubenet", listed, 1), ("kubenet", [], 0)):
             inv = invoke(
                 str(bundle / "pycni-portmap"),
                 "GC",
-                config={**request, "cni.dev/valid-attachments": valid},
+                config={**request, "name": network, "cni.dev/valid-attachments": valid},
                 in_netns=node.ns.path,
             )
             assert (inv.exit_status, inv.stdout) == (0, b""), (inv.stdout, inv.stderr)
