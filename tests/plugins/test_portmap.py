@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +24,8 @@ pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 NODE4, NODE6 = "172.31.0.2", "fc00:31::2"
 GW4, GW6 = "10.61.0.1", "fd61::1"
 HOST_PORT = 8080
-STRESS_PODS = 64
+# PYCNI_STRESS=full: 192 pods (the most that churn at once in the /24 with room to spare)
+STRESS_PODS = 192 if os.environ.get("PYCNI_STRESS") == "full" else 64
 ICMP = [{"hostPort": 8, "containerPort": 1, "protocol": "icmp"}]
 
 
