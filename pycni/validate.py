@@ -43,6 +43,7 @@ PLUGIN_SCHEMAS = {
     "pycni-host-local": "host-local",
     "pycni-bridge": "bridge",
     "pycni-vxlan": "vxlan",
+    "pycni-portmap": "portmap",
 }
 IPAM_SCHEMAS = {"pycni-host-local": "host-local"}
 

@@ -4,6 +4,7 @@ rules gone with the pod; parallel churn; conflicts; every verb x version; bad co
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -13,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pycni import connectivity, masquerade, skel, spawn, versions
 from pycni.plugins import portmap
 from pycni.runtime import PluginError, invoke
 from pycni.testbed import Node
+from tests.test_schema_validators import INTERESTING_STRINGS, json_values
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -452,3 +456,46 @@ def test_kind_ingress_recipe_hostports_80_and_443_behind_the_node_address(bundle
             for server in servers:
                 server.stop()
         assert all(p.ok for p in probes), connectivity.report(probes)
+
+
+# --- the config schema: the generated validator and jsonschema agree --------------------------
+
+PORTMAP_DOC: dict[str, Any] = {
+    "cniVersion": "1.1.0",
+    "name": "kubenet",
+    "type": "pycni-portmap",
+    "snat": True,
+    "markMasqBit": 13,
+    "runtimeConfig": {
+        "portMappings": [{"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": ""}]
+    },
+}
+PORTMAP_PATHS = [
+    ("snat",),
+    ("markMasqBit",),
+    ("backend",),
+    ("conditionsV4",),
+    ("externalSetMarkChain",),
+    ("runtimeConfig",),
+    ("runtimeConfig", "portMappings"),
+    ("runtimeConfig", "portMappings", 0),
+    ("runtimeConfig", "portMappings", 0, "hostPort"),
+    ("runtimeConfig", "portMappings", 0, "containerPort"),
+    ("runtimeConfig", "portMappings", 0, "protocol"),
+    ("runtimeConfig", "portMappings", 0, "hostIP"),
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(PORTMAP_PATHS), json_values | st.sampled_from(INTERESTING_STRINGS))
+def test_portmap_validators_agree(path: tuple[Any, ...], value: object) -> None:
+    from pycni import validate
+    from pycni.validators import portmap as generated
+    from tests.test_schema_validators import assert_same_verdict
+
+    doc = copy.deepcopy(PORTMAP_DOC)
+    node: Any = doc
+    for step in path[:-1]:
+        node = node.setdefault(step, {}) if isinstance(step, str) else node[step]
+    node[path[-1]] = value
+    assert_same_verdict((generated.validate, validate.validator("portmap")), doc)
