@@ -274,6 +274,7 @@ class FakeApiServer:
         self.requests: list[str] = []  # "LIST" or "WATCH rv", in order
         self.generation = 0  # bumped to end every open watch
         self.expire_open_watches = False
+        self.up = False  # False during an outage: a stream still open then ends at once
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.address: tuple[str, int] | None = None
@@ -313,6 +314,8 @@ class FakeApiServer:
         sock.bind((self.host, 0 if self.address is None else self.address[1]))
         sock.listen(16)
         self.address = sock.getsockname()[:2]
+        with self.changed:
+            self.up = True
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.pki.ca)
         context.load_cert_chain(self.pki.server_cert, self.pki.server_key)
         context.verify_mode = ssl.CERT_OPTIONAL  # a client certificate, or a bearer token
@@ -327,6 +330,7 @@ class FakeApiServer:
     def outage(self) -> None:
         """Stop listening and cut every open stream: clients see connection refused."""
         with self.changed:
+            self.up = False
             self.generation += 1
             self.expire_open_watches = False
             self.changed.notify_all()
@@ -414,7 +418,7 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             try:
                 while time.monotonic() < deadline:
                     with api.changed:
-                        if api.generation != generation:
+                        if api.generation != generation or not api.up:
                             if api.expire_open_watches:
                                 message = f"too old resource version: {since} ({api.compacted})"
                                 error = status_object(410, "Expired", message)
