@@ -300,7 +300,7 @@ class FakeApiServer:
     def expire_watches(self) -> None:
         """Compact the history: open watches end with ERROR 410, old RVs get HTTP 410."""
         with self.changed:
-            self.compacted = self.version + 1
+            self.compacted = self.version  # a watch from the current RV is still fine
             self.history.clear()
             self.generation += 1
             self.expire_open_watches = True
