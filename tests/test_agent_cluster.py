@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -193,7 +193,11 @@ def harness(bundle: Path, tmp_path: Path) -> Iterator[Harness]:
         underlay = cluster.underlay.path
         api = FakeApiServer(
             pki,
-            lambda: socket_in_netns(underlay, lambda: socket.socket(socket.AF_INET)),
+            # socket_in_netns hands back what the factory made: a socket.socket
+            lambda: cast(
+                socket.socket,
+                socket_in_netns(underlay, lambda: socket.socket(socket.AF_INET)),
+            ),
             API_HOST,
             bookmark_interval=2.0,
         )
