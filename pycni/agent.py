@@ -18,6 +18,9 @@ new list; any other failure by a retry with bounded exponential backoff. While t
 cannot be reached, the last good peer set stays in place, and the log says so. Credentials: a
 kubeconfig (--kubeconfig; on a kind node the kubelet's), else the pod's service account.
 
+With --once it lists the nodes, writes what it would write, and exits (an init container's step:
+status 1 while the node has no pod CIDR, so the kubelet retries it).
+
 SIGTERM or SIGINT ends it cleanly (exit status 0); the previous handlers are restored.
 """
 
@@ -264,6 +267,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a kubeconfig (a kind node's kubelet: /etc/kubernetes/kubelet.conf);"
         " default: the pod's service account",
     )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="list the nodes once, write the conflist (and peers file), reconcile, exit:"
+        " status 0 if the conflist was written (an init container's step)",
+    )
     parser.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
     parser.add_argument("--backoff-limit", type=float, default=30.0, help=argparse.SUPPRESS)
 
@@ -294,7 +303,21 @@ def run(args: argparse.Namespace) -> int:
         watch_timeout=args.watch_timeout,
     )
     log.info("node %s: managing %s", agent.node_name, agent.conf_path)
+    if args.once:
+        return run_once(agent)
     return run_until_signalled(agent)
+
+
+def run_once(agent: Agent) -> int:
+    """One list and one apply: 0 if the node's conflist is now written."""
+    try:
+        items, _ = agent.client.list_nodes()
+    except kube.ApiError as err:
+        log.error("failed to list the nodes: %s", err)
+        return 1
+    agent.nodes = {n.name: n for n in map(NodeInfo.of, items)}
+    agent.apply()
+    return 0 if agent.written_conf is not None else 1
 
 
 def run_until_signalled(agent: Agent) -> int:
@@ -336,3 +359,14 @@ def reconcile_conflist(conf_path: Path) -> list[str]:
     if status != 0:
         raise RuntimeError(err.getvalue().strip() or f"pycni reconcile exited {status}")
     return out.getvalue().splitlines()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The frozen `pycni-agent` executable (packaging/agent.spec): this subcommand alone."""
+    parser = argparse.ArgumentParser(
+        prog="pycni-agent",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

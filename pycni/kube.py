@@ -23,6 +23,7 @@ import os
 import socket
 import ssl
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,8 @@ class Client:
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._context = _tls_context(credentials) if url.scheme == "https" else None
         self._open: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+        self._aborted = False
 
     # --- the two calls the agent makes ----------------------------------------------------
 
@@ -214,13 +217,16 @@ class Client:
             self._close()
 
     def abort(self) -> None:
-        """Break a watch blocked in another thread (its reader sees the connection end)."""
-        conn = self._open
-        if conn is not None and conn.sock is not None:
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        """Break a request or watch blocked in another thread (its reader sees the connection
+        end); every later request fails at once. For shutting down."""
+        with self._lock:
+            self._aborted = True
+            conn = self._open
+            if conn is not None and conn.sock is not None:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -233,7 +239,16 @@ class Client:
             )
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-        self._open = conn
+        try:
+            conn.connect()
+        except OSError as err:
+            conn.close()
+            raise Unreachable(f"GET {path}: {_reason(err)}") from None
+        with self._lock:  # either abort() sees this connection, or we see the abort
+            if self._aborted:
+                conn.close()
+                raise Unreachable("the client was shut down")
+            self._open = conn
         headers = {"Accept": "application/json", "User-Agent": "pycni-agent"}
         token = self._token()
         if token:

@@ -251,10 +251,11 @@ def test_agent_follows_the_cluster_through_410_and_an_outage(
         api.delete_node("kind-worker4")
         api.put_node("kind-worker5", "172.18.0.7", ["10.244.5.0/24"])
         api.restore()
+        after = ["kind-control-plane", "kind-worker3", "kind-worker5"]
         wait_for(
-            "recovery", lambda: peers() == ["kind-control-plane", "kind-worker3", "kind-worker5"]
+            "recovery and its reconcile",
+            lambda: peers() == after and bool(recorder.calls) and recorder.calls[-1] == after,
         )
-        assert recorder.calls[-1] == peers()
         own = api.nodes["kind-worker"]
         api.put_node("kind-worker", "172.18.0.3", ["10.244.1.0/24", "fd00:10:244:1::/64"])
         assert own is not api.nodes["kind-worker"]
@@ -332,3 +333,39 @@ def test_agent_without_api_keeps_going_and_says_so(
     worker.join(timeout=5)
     assert "no peer set written yet" in caplog.text
     assert not (tmp_path / "c").exists()
+
+
+def test_once_writes_the_conflist_and_exits(pki: Pki, api: FakeApiServer, tmp_path: Path) -> None:
+    """The DaemonSet's install-conflist init container: one list, the files, exit 0; exit 1
+    while the node has no pod CIDR (the kubelet then retries the init container)."""
+    api.put_node("kind-worker9", "172.18.0.9", [])
+    argv = [sys.executable, "-c", "import sys; from pycni.cli import main; sys.exit(main())",
+            "agent", "--once", "--template", str(TEMPLATE), "--conf-dir", str(tmp_path / "net.d"),
+            "--kubeconfig", str(kubeconfig(pki, api, tmp_path))]  # fmt: skip
+    done = subprocess.run([*argv, "--node-name", "kind-worker9"], check=False,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "node kind-worker9 has no pod CIDR yet" in done.stderr
+    assert not (tmp_path / "net.d").exists()
+    template = json.loads(TEMPLATE.read_text())
+    peers_file = tmp_path / "peers.json"
+    template["plugins"][0]["peersFile"] = str(peers_file)
+    reconciled: list[str] = []
+
+    def reconcile(conf: Path) -> list[str]:
+        reconciled.append(str(conf))
+        return []
+
+    # run_once as --once runs it, with the datapath stubbed (this test has no node namespace)
+    client = kube.Client(kube.from_kubeconfig(kubeconfig(pki, api, tmp_path)))
+    one = agent_mod.Agent(
+        client, "kind-worker", template, tmp_path / "net.d" / TEMPLATE.name, reconcile
+    )
+    assert agent_mod.run_once(one) == 0
+    conf = json.loads((tmp_path / "net.d" / TEMPLATE.name).read_text())
+    assert conf["plugins"][0]["ipam"]["ranges"] == [[{"subnet": "10.244.1.0/24"}]]
+    assert [p["name"] for p in json.loads(peers_file.read_text())] == [
+        "kind-control-plane",
+        "kind-worker2",
+    ]
+    assert reconciled == [str(tmp_path / "net.d" / TEMPLATE.name)]
