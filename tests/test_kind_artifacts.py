@@ -3,6 +3,7 @@ DaemonSet manifest (validated offline with kubernetes-validate, strict), the Con
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -120,9 +121,7 @@ for version in sys.argv[1:]:
 def validate_offline(docs: list[dict[str, Any]]) -> list[str]:
     """kubernetes-validate, strict, in a network namespace of its own (no network at all):
     its schemas are the ones the package ships."""
-    try:
-        import kubernetes_validate  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("kubernetes_validate") is None:
         unavailable("kubernetes-validate is not installed: pip install -e '.[dev]'")
     done = subprocess.run(
         ["unshare", "--net", sys.executable, "-c", _VALIDATE_OFFLINE, *K8S_VERSIONS],
