@@ -235,7 +235,9 @@ class Agent:
             for change in self.reconcile(self.conf_path):
                 log.info("reconcile: %s", change)
         except RuntimeError as err:
-            log.error("%s", err)
+            # the peers file is right; the datapath is not: try again on the next event
+            self.written_peers = None
+            log.error("%s; retrying at the next node event", err)
 
     def shutdown(self) -> None:
         self.stop.set()

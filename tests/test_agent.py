@@ -369,3 +369,34 @@ def test_once_writes_the_conflist_and_exits(pki: Pki, api: FakeApiServer, tmp_pa
         "kind-worker2",
     ]
     assert reconciled == [str(tmp_path / "net.d" / TEMPLATE.name)]
+
+
+def test_a_failed_reconcile_is_retried_at_the_next_event(tmp_path: Path) -> None:
+    from tests.kube_replay import kind_node
+
+    template = json.loads(TEMPLATE.read_text())
+    template["plugins"][0]["peersFile"] = str(tmp_path / "peers.json")
+    outcomes = [RuntimeError("pycni reconcile: error 105: netlink says no"), None]
+    calls: list[Path] = []
+
+    def reconcile(conf: Path) -> list[str]:
+        calls.append(conf)
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        return ["add route 10.244.1.0/24 via 10.244.1.0"]
+
+    node_agent = agent_mod.Agent(None, "a", template, tmp_path / "c.conflist", reconcile)
+    node_agent.nodes = {
+        n: agent_mod.NodeInfo.of(kind_node(n, ip, [cidr], 1))
+        for n, ip, cidr in (
+            ("a", "172.18.0.2", "10.244.0.0/24"),
+            ("b", "172.18.0.3", "10.244.1.0/24"),
+        )
+    }
+    node_agent.apply()
+    assert len(calls) == 1 and node_agent.written_peers is None
+    node_agent.apply()  # e.g. a MODIFIED that changes nothing: still reconciled, it failed before
+    assert len(calls) == 2 and node_agent.written_peers is not None
+    node_agent.apply()
+    assert len(calls) == 2
