@@ -39,7 +39,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pycni import kube
+# pycni.kube (ssl, http.client: ~45 ms) is imported where the agent runs, not when `pycni`
+# builds its parser
 
 COMMAND = "agent"
 HELP = "node agent: write this node's conflist and peers file from the cluster's Node objects"
@@ -165,6 +166,8 @@ class Agent:
 
     def run(self) -> None:
         """List and watch until `stop` is set."""
+        from pycni import kube
+
         while not self.stop.is_set():
             try:
                 items, version = self.client.list_nodes()
@@ -280,6 +283,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pycni import kube
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s pycni-agent %(levelname)s %(message)s"
     )
@@ -312,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_once(agent: Agent) -> int:
     """One list and one apply: 0 if the node's conflist is now written."""
+    from pycni import kube
+
     try:
         items, _ = agent.client.list_nodes()
     except kube.ApiError as err:
