@@ -203,8 +203,9 @@ class Pki:
         return cls(directory)
 
     def kubeconfig(self, server: str, *, inline: bool) -> str:
-        """A kubeconfig like a kind node's /etc/kubernetes/kubelet.conf: inline data (as
-        kubeadm writes it at join) or file paths (as after certificate rotation)."""
+        """A kubeconfig like a kind node's /etc/kubernetes/kubelet.conf: inline data, or as
+        kubeadm leaves it after the kubelet's TLS bootstrap: the CA inline, and certificate
+        and key both named by one file holding the two (kubelet-client-current.pem)."""
 
         def b64(path: Path) -> str:
             return base64.b64encode(path.read_bytes()).decode()
@@ -216,8 +217,10 @@ class Pki:
                 f"    client-key-data: {b64(self.client_key)}"
             )
         else:
-            cluster = f"certificate-authority: {self.ca}"
-            user = f"client-certificate: {self.client_cert}\n    client-key: {self.client_key}"
+            current = self.dir / "kubelet-client-current.pem"
+            current.write_bytes(self.client_cert.read_bytes() + self.client_key.read_bytes())
+            cluster = f"certificate-authority-data: {b64(self.ca)}"
+            user = f"client-certificate: {current}\n    client-key: {current}"
         return f"""apiVersion: v1
 clusters:
 - cluster:

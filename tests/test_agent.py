@@ -400,3 +400,30 @@ def test_a_failed_reconcile_is_retried_at_the_next_event(tmp_path: Path) -> None
     assert len(calls) == 2 and node_agent.written_peers is not None
     node_agent.apply()
     assert len(calls) == 2
+
+
+def test_kubeconfig_file_paths_are_relative_to_the_kubeconfig(pki: Pki, tmp_path: Path) -> None:
+    """certificate-authority, client-certificate, client-key and tokenFile as relative paths,
+    read from the kubeconfig's own directory, as kubectl reads them."""
+    conf_dir = tmp_path / "kube"
+    (conf_dir / "pki").mkdir(parents=True)
+    for source, name in ((pki.ca, "ca.crt"), (pki.client_cert, "c.crt"), (pki.client_key, "c.key")):
+        (conf_dir / "pki" / name).write_bytes(source.read_bytes())
+    (conf_dir / "token").write_text(TOKEN + "\n")
+    path = conf_dir / "config"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: a\n"
+        "contexts: [{name: a, context: {cluster: c, user: u}}]\n"
+        "clusters: [{name: c, cluster: {server: 'https://kind-control-plane:6443/',"
+        " certificate-authority: pki/ca.crt}}]\n"
+        "users: [{name: u, user: {client-certificate: pki/c.crt, client-key: pki/c.key,"
+        " tokenFile: token}}]\n"
+    )
+    creds = kube.from_kubeconfig(path)
+    assert creds.server == "https://kind-control-plane:6443"
+    assert creds.ca_pem == pki.ca.read_text()
+    assert creds.cert_pem == pki.client_cert.read_text()
+    assert creds.key_pem == pki.client_key.read_text()
+    assert creds.token_file == conf_dir / "token"
+    client = kube.Client(creds)
+    assert client._token() == TOKEN
