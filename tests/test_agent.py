@@ -427,3 +427,40 @@ def test_kubeconfig_file_paths_are_relative_to_the_kubeconfig(pki: Pki, tmp_path
     assert creds.token_file == conf_dir / "token"
     client = kube.Client(creds)
     assert client._token() == TOKEN
+
+
+def test_http_410_on_a_new_watch_means_list_again(
+    pki: Pki, api: FakeApiServer, tmp_path: Path
+) -> None:
+    """A watch request whose resourceVersion was compacted away while no watch was open (the
+    previous one ended at its timeout) is answered HTTP 410: the agent lists again."""
+    template = json.loads(TEMPLATE.read_text())
+    template["plugins"][0]["peersFile"] = str(tmp_path / "peers.json")
+    client = kube.Client(kube.from_kubeconfig(kubeconfig(pki, api, tmp_path)), timeout=5)
+    node_agent = agent_mod.Agent(
+        client, "kind-worker", template, tmp_path / "c.conflist", lambda _: []
+    )
+    items, version = client.list_nodes()
+    node_agent.nodes = {n.name: n for n in map(agent_mod.NodeInfo.of, items)}
+    api.put_node("kind-worker3", "172.18.0.5", ["10.244.3.0/24"])
+    with api.changed:  # compaction past `version` while no watch is open
+        api.compacted = api.version
+        api.history.clear()
+    with pytest.raises(kube.Gone, match="too old resource version"):
+        node_agent.watch(version)  # the request itself is answered 410, no stream
+    lists = api.requests.count("LIST")
+    worker = threading.Thread(target=node_agent.run, daemon=True)
+    worker.start()
+    try:
+        wait_for("a new list", lambda: api.requests.count("LIST") > lists)
+        wait_for(
+            "worker3 among the peers",
+            lambda: (
+                (tmp_path / "peers.json").exists()
+                and "kind-worker3" in (tmp_path / "peers.json").read_text()
+            ),
+        )
+    finally:
+        node_agent.shutdown()
+        worker.join(timeout=10)
+    assert not worker.is_alive()
