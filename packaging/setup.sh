@@ -17,6 +17,8 @@ APT_PACKAGES=(
     python3-dev                  # libpython3.x.so, which PyInstaller bundles
     binutils                     # objdump and strip, used by PyInstaller
     tcpdump iperf3               # packets and throughput between namespaces
+    openssl                      # the agent tests' cluster CA and certificates
+    util-linux                   # unshare: kind-node and offline-validation tests
 )
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
