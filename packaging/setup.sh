@@ -17,6 +17,9 @@ APT_PACKAGES=(
     python3-dev                  # libpython3.x.so, which PyInstaller bundles
     binutils                     # objdump and strip, used by PyInstaller
     tcpdump iperf3               # packets and throughput between namespaces
+    user-mode-linux kmod         # the kernel lane (pycni/uml.py): a Linux kernel with the ipip
+                                 # module, run as a process, for what this host's kernel lacks;
+                                 # kmod's modprobe loads its modules inside the guest
 )
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
