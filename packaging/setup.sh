@@ -18,8 +18,9 @@ APT_PACKAGES=(
     binutils                     # objdump and strip, used by PyInstaller
     tcpdump iperf3               # packets and throughput between namespaces
     user-mode-linux kmod         # the kernel lane (pycni/uml.py): a Linux kernel with the ipip
-                                 # module, run as a process, for what this host's kernel lacks;
-                                 # kmod's modprobe loads its modules inside the guest
+    gcc libc6-dev                # module, run as a process, for what this host's kernel lacks;
+                                 # kmod's modprobe loads its modules inside the guest; gcc
+                                 # compiles the lane's ptrace shim (AMX hosts, see pycni/uml.py)
 )
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

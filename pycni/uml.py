@@ -17,13 +17,14 @@ Python, .venv, iproute2 and the frozen bundle (dist/cni/bin) run inside it uncha
 The host kernel is never touched: the guest has no network device but `lo`, and everything the
 command does to networking happens inside the guest kernel.
 
-Host quirk worked around here: on CPUs whose XSAVE area is larger than UML 6.1 expects (AVX-512,
-AMX: this machine), UML dies at the first guest process ("ptrace set fp regs failed, errno = 14").
-`_exec_kernel` makes UML's start-up probe of PTRACE_GETREGSET(NT_X86_XSTATE) fail (a seccomp
-filter answers EIO), so UML falls back to the FXSAVE area (x87 + SSE). UML then does not preserve
-AVX state across guest page faults, so every guest process is told not to use AVX:
-GLIBC_TUNABLES (glibc's string functions) and OPENSSL_ia32cap (libcrypto), set on the kernel
-command line so that init and everything below it inherit them.
+Host quirk worked around here: UML 6.1 saves and restores its processes' FPU state with
+PTRACE_GETREGSET/SETREGSET(NT_X86_XSTATE) on a 2696-byte buffer (x87 to AVX-512 and PKRU). Hosts
+with AMX (this machine) have a larger XSAVE area and the host kernel refuses a SETREGSET of any
+other size (EFAULT): UML dies at its first process ("ptrace set fp regs failed, errno = 14").
+A small LD_PRELOAD shim (`_XSTATE_SHIM`, compiled with gcc at each boot) gives the host the full
+size: GET into a big buffer and hand UML its 2696 bytes; SET from a copy padded to the host's
+size, with the components beyond UML's buffer (AMX, which no guest process can enable) marked
+as in their initial state. Every register UML knows about is then saved and restored exactly.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import os
 import shlex
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -48,17 +48,27 @@ HELP = "run one command under a User-Mode Linux kernel that has IPIP (the kernel
 
 KERNEL = Path("/usr/bin/linux.uml")
 MODULES = Path("/usr/lib/uml/modules")
-# What the lane's tests need; bridge, veth, vxlan, ipip are modules in Debian's UML kernel.
-DEFAULT_MODULES = ("ipip", "veth", "bridge", "vxlan", "sch_tbf", "sch_htb", "ifb", "act_mirred")
+# Loaded at boot: what the lane's tests use (all modules in Debian's UML kernel); the kernel
+# loads others on demand as usual.
+DEFAULT_MODULES = (
+    "ipip",
+    "veth",
+    "bridge",
+    "vxlan",
+    "dummy",
+    "sch_tbf",
+    "sch_htb",
+    "sch_ingress",
+    "cls_u32",
+    "act_mirred",
+    "ifb",
+    "iptable_nat",
+    "iptable_filter",
+    "xt_MASQUERADE",
+    "xt_comment",
+)
 DEFAULT_MEMORY = "1024M"
 DEFAULT_TIMEOUT = 600.0
-
-# No AVX in the guest (see the module docstring): glibc's ifuncs and OpenSSL's dispatch.
-GUEST_CPU_ENV = {
-    "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,"
-    "-AVX512CD,-AVX_Fast_Unaligned_Load,-RTM",
-    "OPENSSL_ia32cap": "~0x1000000000000000:~0xffffffffffffffff",
-}
 
 OUTPUT = "output.log"
 EXIT_STATUS = "exit-status"
@@ -88,6 +98,8 @@ def unavailable_reason() -> str | None:
     """Why the lane cannot run on this machine, or None if it can."""
     if not KERNEL.exists():
         return f"{KERNEL} missing: apt-get install user-mode-linux (packaging/setup.sh does)"
+    if shutil.which("gcc") is None:
+        return "gcc missing (it compiles the lane's ptrace shim): apt-get install gcc libc6-dev"
     if shutil.which("modprobe", path="/usr/sbin:/sbin:/usr/bin:/bin") is None:
         return "modprobe missing: apt-get install kmod (packaging/setup.sh does)"
     if not _modules_dir().is_dir():
@@ -107,8 +119,8 @@ def run_in_guest(
     modules: Sequence[str] = DEFAULT_MODULES,
     memory: str = DEFAULT_MEMORY,
 ) -> Outcome:
-    """Boot the UML kernel, run `command` (argv, no shell) in `cwd` with exactly `env` (plus
-    GUEST_CPU_ENV and a PATH if `env` has none), power off. Bounded by `timeout` seconds for the
+    """Boot the UML kernel, run `command` (argv, no shell) in `cwd` with exactly `env` (plus a
+    PATH if `env` has none), power off. Bounded by `timeout` seconds for the
     whole boot; every host process the kernel started is gone when this returns."""
     started = time.monotonic()
     results = Path(results).resolve()
@@ -127,16 +139,18 @@ def run_in_guest(
     for path in (str(results), str(cwd)):
         if any(c.isspace() for c in path) or not path.startswith("/"):
             return outcome(None, f"paths given to the guest must be absolute, no spaces: {path!r}")
-    guest_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"} | dict(env or {}) | GUEST_CPU_ENV
+    guest_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"} | dict(env or {})
     init = results / "uml-init"
     init.write_text(_init_script(command, cwd, guest_env, results, modules))
     init.chmod(0o755)
 
     kernel_tmp = tempfile.mkdtemp(prefix="pycni-uml-", dir=_kernel_tmpdir())
+    try:
+        shim = _build_shim(Path(kernel_tmp))
+    except (OSError, subprocess.CalledProcessError) as err:
+        shutil.rmtree(kernel_tmp, ignore_errors=True)
+        return outcome(None, f"failed to compile the ptrace shim: {err}")
     argv = [
-        sys.executable,
-        "-c",
-        "import sys; from pycni.uml import _exec_kernel; _exec_kernel(sys.argv[1:])",
         str(KERNEL),
         f"mem={memory}",
         "rootfstype=hostfs",
@@ -146,7 +160,6 @@ def run_in_guest(
         "con=null",
         "con0=null,fd:1",
         "quiet",
-        *(f"{key}={value}" for key, value in GUEST_CPU_ENV.items()),
     ]
     with open(results / CONSOLE, "wb") as console:
         kernel = subprocess.Popen(
@@ -155,7 +168,12 @@ def run_in_guest(
             stdout=console,
             stderr=subprocess.STDOUT,
             # UML keeps its RAM file in TMPDIR and its "umid" directory under HOME.
-            env={"TMPDIR": kernel_tmp, "HOME": kernel_tmp, "PATH": "/usr/bin:/bin"},
+            env={
+                "TMPDIR": kernel_tmp,
+                "HOME": kernel_tmp,
+                "PATH": "/usr/bin:/bin",
+                "LD_PRELOAD": str(shim),
+            },
             start_new_session=True,  # its own process group: ended as a whole on timeout
         )
         try:
@@ -178,46 +196,96 @@ def run_in_guest(
     return outcome(int(status_text), "")
 
 
-def _exec_kernel(argv: list[str]) -> None:
-    """exec the UML kernel with PTRACE_GETREGSET(NT_X86_XSTATE) failing with EIO (see the module
-    docstring); everything else is allowed."""
-    import ctypes  # only here: the rest of the `pycni` command does not need it
-
-    ld, jeq, ret = 0x20, 0x15, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
-    audit_arch_x86_64, nr_ptrace = 0xC000003E, 101
-    ptrace_getregset, nt_x86_xstate = 0x4204, 0x202
-    allow, eio = 0x7FFF0000, 0x00050000 | 5
-
-    def op(code: int, jt: int, jf: int, k: int) -> bytes:
-        return struct.pack("HBBI", code, jt, jf, k)
-
-    program = b"".join(
-        (
-            op(ld, 0, 0, 4),  # seccomp_data.arch
-            op(jeq, 0, 6, audit_arch_x86_64),
-            op(ld, 0, 0, 0),  # .nr
-            op(jeq, 0, 4, nr_ptrace),
-            op(ld, 0, 0, 16),  # .args[0]: request
-            op(jeq, 0, 2, ptrace_getregset),
-            op(ld, 0, 0, 32),  # .args[2]: regset type
-            op(jeq, 1, 0, nt_x86_xstate),
-            op(ret, 0, 0, allow),
-            op(ret, 0, 0, eio),
-        )
+def _build_shim(directory: Path) -> Path:
+    source, shim = directory / "xstate-shim.c", directory / "xstate-shim.so"
+    source.write_text(_XSTATE_SHIM)
+    subprocess.run(
+        ["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-o", str(shim), str(source), "-ldl"],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
+    return shim
 
-    class SockFprog(ctypes.Structure):
-        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
-    buffer = ctypes.create_string_buffer(program)
-    fprog = SockFprog(len(program) // 8, ctypes.addressof(buffer))
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
-    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0 or (
-        libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0
-    ):
-        raise OSError(ctypes.get_errno(), "failed to install the seccomp filter for UML")
-    os.execv(argv[0], argv)
+# LD_PRELOADed into the UML kernel process (see the module docstring).
+_XSTATE_SHIM = r"""
+#define _GNU_SOURCE
+#include <cpuid.h>
+#include <dlfcn.h>
+#include <elf.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+typedef long (*ptrace_fn)(enum __ptrace_request, pid_t, void *, void *);
+
+static unsigned char host_state[65536] __attribute__((aligned(64)));
+static size_t host_size;
+
+/* XSAVE components (standard format) that lie wholly inside the first `len` bytes; computed
+   once (CPUID is slow under a hypervisor, and this runs at every guest system call). */
+static uint64_t features_within(size_t len)
+{
+    static size_t known_len;
+    static uint64_t known_mask;
+    if (len == known_len)
+        return known_mask;
+    uint64_t mask = 3; /* x87 and SSE: the legacy area */
+    for (unsigned int i = 2; i < 64; i++) {
+        unsigned int size, offset, ecx, edx;
+        __cpuid_count(0xd, i, size, offset, ecx, edx);
+        if (size != 0 && offset + size <= len)
+            mask |= 1ULL << i;
+    }
+    known_len = len;
+    known_mask = mask;
+    return mask;
+}
+
+long ptrace(enum __ptrace_request request, ...)
+{
+    static ptrace_fn real;
+    va_list ap;
+    va_start(ap, request);
+    pid_t pid = va_arg(ap, pid_t);
+    void *addr = va_arg(ap, void *);
+    void *data = va_arg(ap, void *);
+    va_end(ap);
+    if (!real)
+        real = (ptrace_fn)dlsym(RTLD_NEXT, "ptrace");
+    if ((request != PTRACE_GETREGSET && request != PTRACE_SETREGSET)
+        || (uintptr_t)addr != NT_X86_XSTATE)
+        return real(request, pid, addr, data);
+
+    struct iovec *theirs = data;
+    if (host_size == 0) { /* the regset's size: what a GET with room to spare fills */
+        struct iovec probe = {host_state, sizeof host_state};
+        if (real(PTRACE_GETREGSET, pid, addr, &probe) != 0)
+            return real(request, pid, addr, data);
+        host_size = probe.iov_len;
+    }
+    if (theirs->iov_len >= host_size)
+        return real(request, pid, addr, data);
+    struct iovec ours = {host_state, host_size};
+    if (request == PTRACE_GETREGSET) {
+        long done = real(request, pid, addr, &ours);
+        if (done == 0)
+            memcpy(theirs->iov_base, host_state, theirs->iov_len);
+        return done;
+    }
+    memset(host_state, 0, host_size);
+    memcpy(host_state, theirs->iov_base, theirs->iov_len);
+    uint64_t xfeatures; /* XSAVE header, offset 512: the components present */
+    memcpy(&xfeatures, host_state + 512, sizeof xfeatures);
+    xfeatures &= features_within(theirs->iov_len);
+    memcpy(host_state + 512, &xfeatures, sizeof xfeatures);
+    return real(request, pid, addr, &ours);
+}
+"""
 
 
 def _init_script(
