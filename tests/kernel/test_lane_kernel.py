@@ -16,7 +16,7 @@ from pycni.netns import Netns
 HAS = [
     ("ipip", "ip link add t0 type ipip local 10.0.0.1"),
     ("veth", "ip link add v0 type veth peer name v1"),
-    ("bridge with VLAN filtering", "ip link add b0 type bridge vlan_filtering 1"),
+    ("bridge-vlan-filtering", "ip link add b0 type bridge vlan_filtering 1"),
     ("vxlan", "ip link add x0 type vxlan id 5 dstport 4789 local 10.0.0.1"),
     ("dummy", "ip link add d0 type dummy"),
     ("gre", "ip link add g0 type gre local 10.0.0.1 remote 10.0.0.2"),
@@ -31,14 +31,14 @@ HAS = [
         " && tc qdisc add dev v0 ingress && tc filter add dev v0 parent ffff: protocol ip u32"
         " match u32 0 0 action mirred egress redirect dev i0",
     ),
-    ("iptables-legacy nat", "iptables-legacy -t nat -A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE"),
-    ("nftables bridge family", "nft add table bridge f"),
+    ("iptables-legacy-nat", "iptables-legacy -t nat -A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE"),
+    ("nft-bridge-family", "nft add table bridge f"),
     ("IPv6", "ip link add v0 type veth peer name v1 && ip -6 addr add fd00::1/64 dev v0"),
 ]
 LACKS = [
-    ("nftables inet family (pycni's ipMasq)", "nft add table inet f"),
-    ("nftables ip family", "nft add table ip f"),
-    ("nftables ip6 family", "nft add table ip6 f"),
+    ("nft-inet-family", "nft add table inet f"),
+    ("nft-ip-family", "nft add table ip f"),
+    ("nft-ip6-family", "nft add table ip6 f"),
     ("iptables-nft", "iptables-nft -t nat -A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE"),
     ("wireguard", "ip link add w0 type wireguard"),
 ]
