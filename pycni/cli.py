@@ -17,6 +17,7 @@ SUBCOMMANDS = (
     "pycni.conformance",
     "pycni.reconcile",
     "pycni.agent",
+    "pycni.uml",
 )
 
 
