@@ -180,7 +180,12 @@ def cmd_del(call: Call, conf: BandwidthConf) -> None:
 def cmd_check(call: Call, conf: BandwidthConf) -> None:
     prev = _prev_result(call)
     with Rtnl() as host:
-        host_veth = find_host_veth(host, call, prev)
+        try:
+            host_veth = find_host_veth(host, call, prev)
+        except CniError as err:
+            if conf.ingress is None and conf.egress is None and err.code == Code.INVALID_CONFIG:
+                return  # nothing to shape, and no veth it could be on (as ADD passes through)
+            raise
         _check_tbf(host, host_veth, conf.ingress, f"host veth '{host_veth.name}'", "ingress")
         name = ifb_name(call)
         ifb = host.find_link(name)

@@ -233,6 +233,11 @@ def test_only_one_direction_and_none(node: Node) -> None:
     assert c.result["interfaces"] == [i for i in c.result["interfaces"] if "pbw" not in i["name"]]
     assert set(qdiscs(node, host_veth(c))) == {"root"}
     assert qdiscs(node, host_veth(c))["root"]["kind"] == "noqueue"
+    runtime = node.runtime()
+    runtime.check(
+        conf, a.container_id, a.ns.path, "eth0", capability_args={"bandwidth": egress_only}
+    )
+    runtime.check(conf, c.container_id, c.ns.path, "eth0")
     assert len(ifbs(node)) == 1
     for name in ("a", "b", "c"):
         node.remove_pod(name, conf)
