@@ -26,6 +26,7 @@ from tests.conftest import unavailable
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
 SUBNET, GW = "10.62.0.0/24", "10.62.0.1"
+SUBNET6, GW6 = "fd62::/64", "fd62::1"
 MBIT = 1_000_000
 # Rates this 2-core machine, shared, sustains with room to spare; different per direction,
 # so a swapped direction cannot pass. Bursts of 20 ms at the rate.
@@ -39,7 +40,8 @@ IPERF_SECONDS = 4  # per measurement, after 1 s omitted (the burst and TCP's slo
 IPERF_ATTEMPTS = 3
 
 
-def conflist(version: str = "1.1.0", **bandwidth: Any) -> dict[str, Any]:
+def conflist(version: str = "1.1.0", *, dual: bool = False, **bandwidth: Any) -> dict[str, Any]:
+    ranges = [[{"subnet": SUBNET}]] + ([[{"subnet": SUBNET6}]] if dual else [])
     return {
         "cniVersion": version,
         "name": "kubenet",
@@ -49,7 +51,7 @@ def conflist(version: str = "1.1.0", **bandwidth: Any) -> dict[str, Any]:
                 "bridge": "cbr0",
                 "isGateway": True,
                 "isDefaultGateway": True,
-                "ipam": {"type": "pycni-host-local", "ranges": [[{"subnet": SUBNET}]]},
+                "ipam": {"type": "pycni-host-local", "ranges": ranges},
             },
             {"type": "pycni-bandwidth", "capabilities": {"bandwidth": True}, **bandwidth},
         ],
@@ -124,10 +126,11 @@ def single(version: str, prev: Any = None, **keys: Any) -> dict[str, Any]:
 class Iperf:
     """An iperf3 server in the node, on the bridge's address; stopped by its PID."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, address: str = GW) -> None:
         if shutil.which("iperf3") is None:
             unavailable("iperf3 is not installed (packaging/setup.sh installs it)")
-        argv = ["ip", "netns", "exec", node.ns.name, "iperf3", "-s", "-B", GW, "-p", "5201"]
+        self.address = address
+        argv = ["ip", "netns", "exec", node.ns.name, "iperf3", "-s", "-B", address, "-p", "5201"]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -140,7 +143,7 @@ class Iperf:
 
     def measure(self, pod: Pod, *, reverse: bool, seconds: int = IPERF_SECONDS) -> float:
         """Bits per second the receiver got: pod -> node, or node -> pod with `reverse`."""
-        argv = ["iperf3", "-c", GW, "-p", "5201", "-t", str(seconds), "-O", "1", "-J"]
+        argv = ["iperf3", "-c", self.address, "-p", "5201", "-t", str(seconds), "-O", "1", "-J"]
         done = pod.ns.run(argv + (["-R"] if reverse else []), timeout=seconds + 30)
         return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"])
 
@@ -181,6 +184,22 @@ def test_shaped_traffic_lands_within_ten_percent_of_the_rate_each_way(node: Node
     assert abs(from_pod[-1] - LIMITS["egressRate"]) <= LIMITS["egressRate"] * 0.10, report
     # the limit is the shaping's doing: the same path without it is far faster
     assert unshaped > 3 * LIMITS["ingressRate"], report
+
+
+def test_ipv6_traffic_is_shaped_alike(node: Node) -> None:
+    """Nothing in the shaping is IP-specific: a dual-stack pod's IPv6 traffic obeys it too."""
+    conf = node.conf(conflist(dual=True))
+    shaped = node.add_pod("shaped", conf, capability_args={"bandwidth": LIMITS})
+    server = Iperf(node, GW6)
+    try:
+        to_pod = within(lambda: server.measure(shaped, reverse=True), LIMITS["ingressRate"])
+        from_pod = within(lambda: server.measure(shaped, reverse=False), LIMITS["egressRate"])
+    finally:
+        server.stop()
+    report = f"IPv6: to the pod {to_pod}, from the pod {from_pod} bit/s"
+    print(report)
+    assert abs(to_pod[-1] - LIMITS["ingressRate"]) <= LIMITS["ingressRate"] * 0.10, report
+    assert abs(from_pod[-1] - LIMITS["egressRate"]) <= LIMITS["egressRate"] * 0.10, report
 
 
 # --- every verb, every version ---------------------------------------------------------------
