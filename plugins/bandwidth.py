@@ -24,6 +24,7 @@ from __future__ import annotations
 from pycni.errors import CniError, Code, ConfigError
 from pycni.netlink import (
     TC_H_INGRESS,
+    TC_H_ROOT,
     NamespaceNotFound,
     NetlinkError,
     NetlinkNotFound,
@@ -101,9 +102,15 @@ def parse_config(call: Call) -> BandwidthConf:
     )
 
 
+def _integer(source: dict[str, object], key: str) -> int:
+    """A limit the schema has checked: an integer (JSON may spell it 1e6), or absent."""
+    value = source.get(key)
+    return int(value) if isinstance(value, (int, float)) else 0
+
+
 def _shaping(source: dict[str, object], path: str, direction: str) -> Shaping | None:
     rate_key, burst_key = f"{direction}Rate", f"{direction}Burst"
-    rate, burst = int(source.get(rate_key) or 0), int(source.get(burst_key) or 0)  # type: ignore[call-overload]
+    rate, burst = _integer(source, rate_key), _integer(source, burst_key)
     if rate == 0 and burst == 0:
         return None
     if burst == 0:
@@ -149,8 +156,8 @@ def cmd_add(call: Call, conf: BandwidthConf) -> Result:
             ifb = ensure_ifb(host, call, host_veth)
             undo.push(lambda: host.delete_link(ifb.index, missing_ok=True))
             host.add_tbf(ifb.index, replace=True, **_tbf(conf.egress))
-            redirect_to_ifb(host, host_veth, ifb)
             undo.push(lambda: host.delete_qdisc(host_veth.index, TC_H_INGRESS, missing_ok=True))
+            redirect_to_ifb(host, host_veth, ifb)
             interfaces.append(Interface(ifb.name, mac=ifb.mac or ""))
         undo.commit()
     return Result(interfaces, prev.ips, prev.routes, prev.dns)
@@ -334,8 +341,6 @@ def _check_tbf(host: Rtnl, link: Link, shaping: Shaping | None, what: str, direc
 
 
 def _root_qdisc(host: Rtnl, link: Link) -> Qdisc | None:
-    from pycni.netlink import TC_H_ROOT
-
     return next((q for q in host.qdiscs(link.index) if q.parent == TC_H_ROOT), None)
 
 
