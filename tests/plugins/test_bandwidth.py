@@ -271,6 +271,35 @@ def test_the_plugin_config_wins_over_runtime_config(node: Node) -> None:
     assert "ingress" not in qdiscs(node, host_veth(pod))
 
 
+@pytest.mark.reference
+def test_the_kernel_holds_what_the_reference_plugin_makes(node: Node, reference: Path) -> None:
+    """The Go bandwidth plugin (1.1.1) and ours, for the same limits, on two pods of one node:
+    the same tbf rates, bursts and queue lengths, an ingress qdisc redirecting to an IFB."""
+    if not (reference / "bandwidth").exists():
+        unavailable(f"{reference}/bandwidth missing: apt-get install containernetworking-plugins")
+    shown: dict[str, Any] = {}
+    for kind in ("bandwidth", "pycni-bandwidth"):
+        conf = conflist("1.0.0")
+        conf["plugins"][1]["type"] = kind
+        conf = node.conf(conf)
+        pod = node.add_pod(kind, conf, capability_args={"bandwidth": LIMITS})
+        veth = host_veth(pod)
+        (ifb,) = [i["name"] for i in pod.result["interfaces"] if i["name"][:3] in ("bwp", "pbw")]
+        shown[kind] = (qdiscs(node, veth), qdiscs(node, ifb)["root"], redirects(node, veth), ifb)
+        node.remove_pod(kind, conf)
+        assert ifb not in ifbs(node)
+    (go_veth, go_ifb, go_redirects, go_name), (veth, ifb, ours, name) = shown.values()
+    for theirs, mine in ((go_veth["root"], veth["root"]), (go_ifb, ifb)):
+        assert theirs["kind"] == mine["kind"] == "tbf"
+        assert theirs["options"]["rate"] == mine["options"]["rate"]
+        # Go sends the bucket as a time (tc shows it exactly); we send it in bytes
+        # (TCA_TBF_BURST) and the kernel reports the time it derives, in 64 ns ticks
+        assert abs(theirs["options"]["burst"] - mine["options"]["burst"]) <= 4
+        assert abs(theirs["options"]["lat"] - mine["options"]["lat"]) <= 2
+    assert "ingress" in go_veth and "ingress" in veth
+    assert set(go_redirects) == {go_name} and ours == [name]  # Go 1.1.1 redirects twice
+
+
 # --- CHECK finds drift ---------------------------------------------------------------------
 
 
