@@ -41,9 +41,11 @@ ENVELOPE_SCHEMA = "netconf"
 # Which schema a plugin's config must satisfy: by the plugin's type, and by its ipam.type.
 PLUGIN_SCHEMAS = {
     "pycni-host-local": "host-local",
+    "pycni-bandwidth": "bandwidth",
     "pycni-bridge": "bridge",
     "pycni-vxlan": "vxlan",
     "pycni-ipip": "ipip",
+    "pycni-portmap": "portmap",
 }
 IPAM_SCHEMAS = {"pycni-host-local": "host-local"}
 
