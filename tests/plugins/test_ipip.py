@@ -2,15 +2,11 @@
 CrossSubnet between nodes of one subnet), pods added through the frozen executables as
 containerd adds them, real packets between nodes, the underlay captured to show they crossed
 it unencapsulated. This kernel has no IPIP: what needs the tunnel must fail plainly here (50),
-and is shown working in the real-kernel lane (tests/kernel/)."""
+and is shown working in the real-kernel lane (tests/kernel/test_ipip_tunnel.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +17,7 @@ from pycni import connectivity, versions
 from pycni.cluster import Cluster, ClusterNode
 from pycni.runtime import PluginError, invoke
 from pycni.testbed import Pod
+from tests.kernel.capture import assert_not_encapsulated, capture
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -51,37 +48,6 @@ def kernel_has_ipip() -> bool:
         ns.delete()
 
 
-class Capture:
-    """tcpdump on a link of the underlay namespace, bounded in time and packet count; stopped
-    by its PID."""
-
-    def __init__(self, cluster: Cluster, interface: str, path: Path) -> None:
-        self.path = path
-        argv = ["ip", "netns", "exec", cluster.underlay.name, "timeout", "-s", "INT", "60"]
-        argv += ["tcpdump", "-i", interface, "-n", "-U", "--immediate-mode", "-Z", "root"]
-        argv += ["-c", "5000", "-w", str(path)]
-        self.process = subprocess.Popen(argv, stderr=subprocess.PIPE)
-        assert self.process.stderr is not None
-        line = self.process.stderr.readline()  # "tcpdump: listening on ..."
-        assert b"listening" in line, line
-
-    def stop(self) -> None:
-        time.sleep(0.3)  # the last packets reach the file (-U writes each as it comes)
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGINT)
-        self.process.wait(timeout=15)
-
-    def read(self, bpf: str) -> list[str]:
-        done = subprocess.run(
-            ["tcpdump", "-n", "-r", str(self.path), bpf],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        return done.stdout.splitlines()
-
-
 def one_pod_per_node(cluster: Cluster) -> list[tuple[ClusterNode, Pod]]:
     return [(m, m.node.add_pod("a", cluster.conflist(m))) for m in cluster.nodes.values()]
 
@@ -109,25 +75,16 @@ def peer_routes(member: ClusterNode) -> list[str]:
     )
 
 
-def assert_direct(capture: Capture, pods: list[tuple[ClusterNode, Pod]]) -> None:
-    """The pods' packets crossed the underlay bare, pod address to pod address; nothing
-    encapsulated (IP protocol 4) did."""
-    assert capture.read("ip proto 4") == []
-    for _, pod in pods:
-        assert capture.read(f"src host {pod.addresses(4)[0]}"), pod.addresses(4)
-
-
 def test_never_pods_on_three_nodes_talk_over_direct_routes(never: Cluster, tmp_path: Path) -> None:
     pods = one_pod_per_node(never)
     assert [pod.addresses(4) for _, pod in pods] == [["10.244.0.2"], ["10.244.1.2"], ["10.244.2.2"]]
-    capture = Capture(never, "underlay", tmp_path / "underlay.pcap")
-    try:
+    with capture(never.underlay, "underlay") as seen:
         probes = cross_node_matrix(pods)
-    finally:
-        capture.stop()
     assert len(probes) == 3 * 2 * 2  # pods x other pods x protos
     assert all(p.ok for p in probes), connectivity.report(probes)  # reached, and not NATed
-    assert_direct(capture, pods)
+    # the pods' packets crossed the underlay bare, pod address to pod address; no IPIP
+    assert_not_encapsulated(seen.packets, [pod.addresses(4)[0] for _, pod in pods])
+    assert {p.src for p in seen.packets} >= {pod.addresses(4)[0] for _, pod in pods}
     node1 = never.nodes["node1"]
     assert peer_routes(node1) == [
         "10.244.1.0/24 via 172.18.0.3 dev eth0",
@@ -138,20 +95,16 @@ def test_never_pods_on_three_nodes_talk_over_direct_routes(never: Cluster, tmp_p
     assert never.reconcile(node1) == []  # nothing changed: nothing done
 
 
-def test_crosssubnet_between_nodes_of_one_subnet_routes_directly(
-    bundle: Path, tmp_path: Path
-) -> None:
+def test_crosssubnet_between_nodes_of_one_subnet_routes_directly(bundle: Path) -> None:
     with Cluster.create(2, bundle, datapath="ipip", encapsulation="CrossSubnet") as cluster:
         node1 = cluster.nodes["node1"]
         node1.node.runtime().status(cluster.conflist(node1))  # no tunnel needed: ready
         pods = one_pod_per_node(cluster)
-        capture = Capture(cluster, "underlay", tmp_path / "underlay.pcap")
-        try:
+        with capture(cluster.underlay, "underlay") as seen:
             probes = cross_node_matrix(pods)
-        finally:
-            capture.stop()
         assert all(p.ok for p in probes), connectivity.report(probes)
-        assert_direct(capture, pods)
+        assert_not_encapsulated(seen.packets, [pod.addresses(4)[0] for _, pod in pods])
+        assert {p.src for p in seen.packets} >= {pod.addresses(4)[0] for _, pod in pods}
         assert peer_routes(node1) == ["10.244.1.0/24 via 172.18.0.3 dev eth0"]
         assert "pycni.ipip" not in node1.node.ns.link_names()
         # the MTU leaves room for the IPIP header: a peer may need it later
