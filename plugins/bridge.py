@@ -93,7 +93,8 @@ def parse_config(call: Call) -> BridgeConf:
 
 
 def cmd_add(call: Call, conf: BridgeConf) -> Result:
-    with Rollback() as undo, Rtnl() as host:
+    # Rollback inside Rtnl: the undo steps use the socket, so it must close after them.
+    with Rtnl() as host, Rollback() as undo:
         bridge = ensure_bridge(host, conf)
         ipam = _ipam_add(call)
         undo.push(delegate.ipam, call, "DEL")

@@ -128,7 +128,8 @@ def parse_conf(c: dict[str, object]) -> IpipConf:
 
 
 def cmd_add(call: Call, conf: IpipConf) -> Result:
-    with Rollback() as undo, Rtnl() as host:
+    # Rollback inside Rtnl: the undo steps use the socket, so it must close after them.
+    with Rtnl() as host, Rollback() as undo:
         plan = reconcile_node(host, conf)  # the node's tunnel and peer routes, as every ADD
         ipam = _ipam_add(call)
         undo.push(delegate.ipam, call, "DEL")
