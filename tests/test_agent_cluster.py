@@ -82,11 +82,9 @@ class Harness:
         template = json.loads(TEMPLATE.read_text())
         plugin = template["plugins"][0]
         # the node's own files instead of /etc/cni/pycni and /var/lib/cni (one machine,
-        # many emulated nodes); the chained plugins other branches ship are left out until
-        # the bundle holds them
+        # many emulated nodes); the chained pycni-portmap stays, as on a kind node
         plugin["peersFile"] = str(member.peers_file)
         plugin["ipam"]["dataDir"] = str(member.node.state_dir / "networks")
-        template["plugins"] = [plugin]
         template_file = member.node.state_dir / TEMPLATE.name
         template_file.write_text(json.dumps(template))
         kubeconfig = member.node.state_dir / "kubelet.conf"
