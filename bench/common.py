@@ -40,6 +40,8 @@ class Sizes:
     concurrency: int
     iperf_seconds: int
     iperf_repeats: int  # runs per configuration, interleaved
+    portmap_pods: int  # pods with hostPorts added at once
+    portmap_rounds: int  # DELs without mappings, per implementation
 
 
 FULL = Sizes(
@@ -50,6 +52,8 @@ FULL = Sizes(
     concurrency=8,
     iperf_seconds=3,
     iperf_repeats=3,
+    portmap_pods=64,
+    portmap_rounds=30,
 )
 SMOKE = Sizes(
     pods=4,
@@ -59,6 +63,8 @@ SMOKE = Sizes(
     concurrency=4,
     iperf_seconds=1,
     iperf_repeats=1,
+    portmap_pods=4,
+    portmap_rounds=2,
 )
 
 

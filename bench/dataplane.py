@@ -79,14 +79,14 @@ def compare(configs: dict[str, Path2], seconds: int, repeats: int) -> dict[str, 
     return samples
 
 
-def _mtu(ns: Netns) -> int:
+def pod_mtu(ns: Netns) -> int:
     return int(ns.ip_json("link", "show", "eth0")[0]["mtu"])
 
 
 def _pods(node: Any, conflist: dict[str, Any], names: tuple[str, str]) -> Path2:
     a = node.add_pod(names[0], conflist)
     b = node.add_pod(names[1], conflist)
-    return Path2(b.ns, a.ns, a.addresses(4)[0], _mtu(a.ns))
+    return Path2(b.ns, a.ns, a.addresses(4)[0], pod_mtu(a.ns))
 
 
 @contextmanager
@@ -136,7 +136,7 @@ def vxlan_clusters(ctx: Context) -> Iterator[dict[str, Path2]]:
             one, two = cluster.nodes["node1"], cluster.nodes["node2"]
             server = one.node.add_pod("server", cluster.conflist(one))
             client = two.node.add_pod("client", cluster.conflist(two))
-            paths[label] = Path2(client.ns, server.ns, server.addresses(4)[0], _mtu(server.ns))
+            paths[label] = Path2(client.ns, server.ns, server.addresses(4)[0], pod_mtu(server.ns))
         yield paths
 
 
@@ -183,7 +183,12 @@ def throughput_suite(
                 )
             )
         outcome.plots.append(
-            plots.bars(ctx.plots / plot_name, title, "Gbit/s (iperf3, TCP)", {title: samples})
+            plots.bars(
+                ctx.plots / plot_name,
+                title,
+                "Gbit/s (iperf3, TCP, median of runs)",
+                {f"{name}\n(pod MTU {mtus[name]})": runs for name, runs in samples.items()},
+            )
         )
         outcome.data = {"gbps": samples, "mtu": mtus}
         return outcome

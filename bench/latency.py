@@ -115,22 +115,9 @@ def _suite(
     ctx: Context, title: str, tag: str, make: Any, *, pod_namespaces: bool, masq: bool | None
 ) -> Outcome:
     pods = ctx.sizes.pods if pod_namespaces else ctx.sizes.rounds
-    py, go = _measure(ctx, tag, make, pods, pod_namespaces=pod_namespaces)
-    return _outcome(ctx, title, tag, py, go, pods, masq)
-
-
-def _measure(
-    ctx: Context, tag: str, make: Any, pods: int, *, pod_namespaces: bool
-) -> tuple[Plugin, Plugin]:
-    """The timed calls (and the RSS samples) of both implementations, interleaved."""
     state = Path(tempfile.mkdtemp(prefix=f"pycni-bench-{tag}-"))
     prefix = f"pb{os.getpid()}{tag[:2]}"
-    made: set[str] = set()
-
-    def namespace(name: str) -> str:
-        made.add(name)
-        return netns_add(name)
-
+    nodes: list[str] = []
     try:
         impls = []
         for label, bin_dir, kind, ipam in (
@@ -138,36 +125,67 @@ def _measure(
             ("Go", ctx.go_dir, "bridge", "host-local"),
         ):
             (state / label).mkdir()
-            node = namespace(f"{prefix}-{label}")
+            nodes.append(f"{prefix}-{label}")
+            node = netns_add(nodes[-1])
             impls.append(make(label, bin_dir, kind, ipam, state / label, node))
         py, go = impls
-        shared_pod = None if pod_namespaces else namespace(f"{prefix}-pod")
+        if not pod_namespaces:
+            nodes.append(f"{prefix}-pod")
+            netns_add(nodes[-1])
+        shared_pod = None if pod_namespaces else f"/run/netns/{prefix}-pod"
+        run_cycles(py, go, pods, ctx.sizes.rss_rounds, prefix, shared_pod)
+    finally:
+        for name in nodes:
+            netns_del(name)
+        shutil.rmtree(state, ignore_errors=True)
+    where = "host-local" if masq is None else "bridge"
+    return report(ctx, title, tag, py, go, pods, where, masq)
 
-        def cycle(names: list[str], record: str) -> None:
-            for verb in VERBS:
-                for n, name in enumerate(names):
-                    for impl in (py, go) if n % 2 == 0 else (go, py):
-                        pod = f"{prefix}-{impl.label}-{name}"
-                        if verb == "ADD" and shared_pod is None:
-                            namespace(pod)
-                        impl.call(verb, name, shared_pod or f"/run/netns/{pod}", record=record)
-                        if verb == "DEL" and shared_pod is None:
-                            netns_del(pod)
-                            made.discard(pod)
 
+def run_cycles(
+    py: Plugin, go: Plugin, pods: int, rss_rounds: int, prefix: str, shared_pod: str | None
+) -> None:
+    """Every verb for every pod from both implementations, interleaved (one unrecorded pod
+    first, `rss_rounds` pods for peak RSS after). Each pod gets a namespace of its own, named
+    `<prefix>-<label>-<pod>`, made before its ADD and removed after its DEL; with
+    `shared_pod` every call names that one instead (IPAM never enters it)."""
+    made: set[str] = set()
+
+    def cycle(names: list[str], record: str) -> None:
+        for verb in VERBS:
+            for n, name in enumerate(names):
+                for impl in (py, go) if n % 2 == 0 else (go, py):
+                    pod = f"{prefix}-{impl.label}-{name}"
+                    if verb == "ADD" and shared_pod is None:
+                        netns_add(pod)
+                        made.add(pod)
+                    impl.call(verb, name, shared_pod or f"/run/netns/{pod}", record=record)
+                    if verb == "DEL" and shared_pod is None:
+                        netns_del(pod)
+                        made.discard(pod)
+
+    try:
         cycle(["w"], "")
         cycle([f"p{n}" for n in range(pods)], "time")
-        cycle([f"r{n}" for n in range(ctx.sizes.rss_rounds)], "rss")
-        return py, go
+        cycle([f"r{n}" for n in range(rss_rounds)], "rss")
     finally:
         for name in made:
             netns_del(name)
-        shutil.rmtree(state, ignore_errors=True)
 
 
-def _outcome(
-    ctx: Context, title: str, tag: str, py: Plugin, go: Plugin, pods: int, masq: bool | None
+def report(
+    ctx: Context,
+    title: str,
+    tag: str,
+    py: Plugin,
+    go: Plugin,
+    pods: int,
+    where: str,
+    masq: bool | None = None,
 ) -> Outcome:
+    """The suite's table, targets and plots. `where` names the comparison in the targets;
+    the start-up targets come from host-local and the bridge without ipMasq, the ADD/DEL
+    ratio targets and the scale curve from the bridge (`masq` not None)."""
     outcome = Outcome(title, samples=pods)
     outcome.lines += [
         f"{pods} pods on one node per implementation; every verb for every pod, the two"
@@ -194,8 +212,7 @@ def _outcome(
         "STATUS: the Go plugins 1.1.1 have no STATUS (CNI 1.1.0); pycni's STATUS is compared"
         " with Go's VERSION, its cheapest call.",
     ]
-    where = "bridge" if masq is not None else "host-local"
-    if masq is None or masq is False:
+    if where in ("host-local", "bridge") and not masq:
         for verb in ("VERSION", "STATUS"):
             outcome.targets.append(
                 Target(
@@ -257,7 +274,7 @@ def _outcome(
             )
         )
     outcome.plots.insert(
-        0,
+        0,  # the distributions first, then the scale curve
         plots.distributions(
             ctx.plots / f"latency-{tag}.png",
             title,

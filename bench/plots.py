@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
 
@@ -55,10 +56,12 @@ def distributions(
             patch.set_facecolor(COLOURS[i])
             patch.set_alpha(0.8)
         for v, samples in enumerate(data):
-            mid = sorted(samples)[len(samples) // 2]
+            ordered = sorted(samples)
+            mid = ordered[len(ordered) // 2]
+            top = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
             ax.annotate(
                 f"{mid:.0f}" if mid >= 10 else f"{mid:.1f}",
-                (positions[v], mid),
+                (positions[v], top),
                 xytext=(0, 3),
                 textcoords="offset points",
                 ha="center",
@@ -67,7 +70,10 @@ def distributions(
         ax.plot([], [], color=COLOURS[i], linewidth=8, label=label)
     ax.set_xticks(range(len(verbs)), verbs)
     ax.set_yscale("log")
-    ax.set_ylabel("ms per call (log scale)")
+    ax.yaxis.set_major_locator(FixedLocator([1, 2, 5, 10, 20, 50, 100, 200, 500]))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("ms per call (log scale; label: median)")
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.legend(loc="upper left")
@@ -100,33 +106,17 @@ def running_median(samples: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def bars(
-    path: Path,
-    title: str,
-    unit: str,
-    groups: Mapping[str, Mapping[str, Sequence[float]]],
-) -> Path:
-    """Grouped bars: per group (a comparison), each configuration's median, with its samples
-    as dots."""
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    for g, configs in enumerate(groups.values()):
-        width = 0.8 / max(1, len(configs))
-        for i, (config, samples) in enumerate(configs.items()):
-            x = g + (i - (len(configs) - 1) / 2) * width
-            mid = sorted(samples)[len(samples) // 2] if samples else 0.0
-            ax.bar(x, mid, width * 0.9, color=COLOURS[i % len(COLOURS)], alpha=0.85)
-            ax.scatter([x] * len(samples), samples, color="black", s=8, zorder=3)
-            ax.annotate(
-                f"{config}\n{mid:.2f}",
-                (x, mid),
-                xytext=(0, 3),
-                textcoords="offset points",
-                ha="center",
-                fontsize=7,
-            )
-    ax.set_xticks(range(len(groups)), list(groups))
+def bars(path: Path, title: str, unit: str, samples: Mapping[str, Sequence[float]]) -> Path:
+    """One bar per configuration: its median, labelled, with every run as a dot."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, runs in enumerate(samples.values()):
+        mid = sorted(runs)[len(runs) // 2]
+        ax.bar(i, mid, 0.6, color=COLOURS[i % len(COLOURS)], alpha=0.85)
+        ax.scatter([i] * len(runs), runs, color="black", s=10, zorder=3)
+        ax.annotate(f"{mid:.2f}", (i, mid), xytext=(0, 4), textcoords="offset points", ha="center")
+    ax.set_xticks(range(len(samples)), list(samples))
     ax.set_ylabel(unit)
-    ax.set_ylim(top=ax.get_ylim()[1] * 1.15)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.12)
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import dataplane, latency, scale
+from bench import dataplane, latency, portmap_suite, routed, scale
 from bench.common import BUNDLE, FULL, GO_DIR, REPO, SMOKE, Context, Outcome, verdict, versions
 from bench.startup import become_subreaper, machine
 
@@ -38,44 +38,17 @@ class Suite:
     run: Callable[[Context], Outcome]
 
 
-def not_yet(title: str, why: str) -> Callable[[Context], Outcome]:
-    """A slot for a suite whose subject has not landed: the document says so."""
-
-    def run(ctx: Context) -> Outcome:
-        return Outcome(title, not_measured=why)
-
-    return run
-
-
 SUITES = [
     Suite("host-local", latency.host_local_suite),
     Suite("bridge", latency.bridge_suite(masq=False)),
     Suite("bridge-masq", latency.bridge_suite(masq=True)),
-    Suite(
-        "ipip",
-        not_yet(
-            "pycni-ipip (encapsulation: Never) vs Go ptp + host-local",
-            "pycni-ipip has not landed on main yet",
-        ),
-    ),
+    Suite("ipip", routed.latency_suite),
     Suite("concurrency", scale.concurrency_suite),
     Suite("floor", scale.floor_suite),
-    Suite(
-        "portmap",
-        not_yet(
-            "portmap: 64 parallel pods with port mappings vs the Go portmap",
-            "bench/portmap.py has not landed on main yet",
-        ),
-    ),
+    Suite("portmap", portmap_suite.suite),
     Suite("dataplane-bridge", dataplane.same_node_suite),
     Suite("dataplane-vxlan", dataplane.vxlan_suite),
-    Suite(
-        "dataplane-ipip",
-        not_yet(
-            "Across nodes: pycni-ipip Never vs direct routes",
-            "pycni-ipip has not landed on main yet",
-        ),
-    ),
+    Suite("dataplane-ipip", routed.throughput_suite),
 ]
 
 
