@@ -50,8 +50,8 @@ FULL = Sizes(
     rss_rounds=5,
     concurrent_pods=200,
     concurrency=8,
-    iperf_seconds=3,
-    iperf_repeats=3,
+    iperf_seconds=2,
+    iperf_repeats=5,
     portmap_pods=64,
     portmap_rounds=30,
 )

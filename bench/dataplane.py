@@ -79,6 +79,13 @@ def compare(configs: dict[str, Path2], seconds: int, repeats: int) -> dict[str, 
     return samples
 
 
+def learnt_mtu(pair: Path2) -> str:
+    """The path MTU the client's kernel learnt for the server (from ICMP "fragmentation
+    needed"), or "-" when it learnt none."""
+    route = pair.client.ip("route", "get", pair.address).split()
+    return route[route.index("mtu") + 1] if "mtu" in route else "-"
+
+
 def pod_mtu(ns: Netns) -> int:
     return int(ns.ip_json("link", "show", "eth0")[0]["mtu"])
 
@@ -156,18 +163,20 @@ def throughput_suite(
         with setup(ctx) as paths:
             samples = compare(paths, seconds, repeats)
             mtus = {name: path.mtu for name, path in paths.items()}
+            learnt = {name: learnt_mtu(path) for name, path in paths.items()}
         outcome = Outcome(title, samples=repeats)
         outcome.lines += [
             f"iperf3 TCP, one stream, {seconds} s a run, {repeats} runs per configuration,"
             " interleaved. Gbit/s received.",
             "",
-            "| configuration | pod MTU | median Gbit/s | runs | ratio to " + baseline + " |",
-            "|---|---:|---:|---|---:|",
+            "| configuration | pod MTU | path MTU learnt | median Gbit/s | runs"
+            f" | ratio to {baseline} |",
+            "|---|---:|---:|---:|---|---:|",
         ]
         base = median(samples[baseline])
         for name, runs in samples.items():
             outcome.lines.append(
-                f"| {name} | {mtus[name]} | {median(runs):.2f}"
+                f"| {name} | {mtus[name]} | {learnt[name]} | {median(runs):.2f}"
                 f" | {', '.join(f'{r:.2f}' for r in runs)} | {median(runs) / base:.2f}x |"
             )
         if target is not None:
@@ -190,7 +199,13 @@ def throughput_suite(
                 {f"{name}\n(pod MTU {mtus[name]})": runs for name, runs in samples.items()},
             )
         )
-        outcome.data = {"gbps": samples, "mtu": mtus}
+        outcome.lines += [
+            "",
+            "Path MTU learnt: what the client pod's kernel cached for the server after the runs"
+            ' (`ip route get`), from ICMP "fragmentation needed" sent back by a device on the'
+            ' way whose MTU the packets exceeded; "-": none.',
+        ]
+        outcome.data = {"gbps": samples, "mtu": mtus, "learnt_mtu": learnt}
         return outcome
 
     return run

@@ -270,7 +270,10 @@ def report(
             plots.scale_curve(
                 ctx.plots / f"scale-{tag}.png",
                 f"ADD latency as pods accumulate on one node ({with_label(masq)})",
-                {"pycni-bridge": py.ms["ADD"], "Go bridge": go.ms["ADD"]},
+                {
+                    f"pycni-bridge (last {window} / first {window}: {flat[0]:.2f})": py.ms["ADD"],
+                    f"Go bridge (last {window} / first {window}: {flat[1]:.2f})": go.ms["ADD"],
+                },
             )
         )
     outcome.plots.insert(
