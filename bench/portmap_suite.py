@@ -22,7 +22,7 @@ def missing(ctx: Context) -> str | None:
     if importlib.util.find_spec("bench.portmap") is None:
         return "bench/portmap.py has not landed on this checkout"
     if not (ctx.bundle / "pycni-portmap").is_file():
-        return f"no {ctx.bundle}/pycni-portmap: pycni-portmap has not landed on this checkout"
+        return "pycni-portmap is not in the bundle: it has not landed on this checkout"
     return None
 
 

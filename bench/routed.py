@@ -37,7 +37,7 @@ def missing(ctx: Context) -> str | None:
     from pycni.cluster import Cluster
 
     if not (ctx.bundle / "pycni-ipip").is_file():
-        return f"no {ctx.bundle}/pycni-ipip: pycni-ipip has not landed on this checkout"
+        return "pycni-ipip is not in the bundle: it has not landed on this checkout"
     if "datapath" not in inspect.signature(Cluster.create).parameters:
         return "pycni.cluster has no ipip datapath on this checkout"
     return None

@@ -37,21 +37,25 @@ def concurrency_suite(ctx: Context) -> Outcome:
     outcome = Outcome(f"{pods} pods at concurrency {workers}: total wall time")
     outcome.lines += [
         f"{pods} pods ADDed with {workers} calls in flight, then DELed the same way; each"
-        " implementation on its own node namespace; the phases alternate between the two.",
+        " implementation on its own node namespace; the phases alternate between the two."
+        f" CPU s: user + system time of the plugins and what they exec'd, ADD + DEL (the"
+        f" machine has {os.cpu_count()} CPUs: with {workers} calls in flight, CPU per call"
+        " is what bounds the wall time).",
         "",
         "| ipMasq | pycni ADD s | Go ADD s | pycni DEL s | Go DEL s | pycni ADD+DEL"
-        " | Go ADD+DEL | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        " | Go ADD+DEL | ratio | CPU s pycni | CPU s Go |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for masq in (False, True):
         walls = _concurrent(ctx, masq, pods, workers)
         total = {label: walls[label]["ADD"] + walls[label]["DEL"] for label in walls}
+        cpu = {label: walls[label]["ADD CPU"] + walls[label]["DEL CPU"] for label in walls}
         ratio = total["pycni"] / total["Go"]
         outcome.lines.append(
             f"| {'yes' if masq else 'no'} | {walls['pycni']['ADD']:.2f}"
             f" | {walls['Go']['ADD']:.2f} | {walls['pycni']['DEL']:.2f}"
             f" | {walls['Go']['DEL']:.2f} | {total['pycni']:.2f} | {total['Go']:.2f}"
-            f" | {ratio:.2f}x |"
+            f" | {ratio:.2f}x | {cpu['pycni']:.2f} | {cpu['Go']:.2f} |"
         )
         outcome.targets.append(
             Target(
@@ -90,7 +94,9 @@ def _concurrent(ctx: Context, masq: bool, pods: int, workers: int) -> dict[str, 
         walls: dict[str, dict[str, float]] = {impl.label: {} for impl in impls}
         for verb, sequence in (("ADD", order), ("DEL", order[::-1])):
             for impl in sequence:
-                walls[impl.label][verb] = _wave(impl, verb, pods, workers, prefix)
+                wall, cpu = _wave(impl, verb, pods, workers, prefix)
+                walls[impl.label][verb] = wall
+                walls[impl.label][f"{verb} CPU"] = cpu
         return walls
     finally:
         for name in reversed(made):
@@ -98,15 +104,24 @@ def _concurrent(ctx: Context, masq: bool, pods: int, workers: int) -> dict[str, 
         shutil.rmtree(state, ignore_errors=True)
 
 
-def _wave(impl: Plugin, verb: str, pods: int, workers: int, prefix: str) -> float:
+def _wave(impl: Plugin, verb: str, pods: int, workers: int, prefix: str) -> tuple[float, float]:
+    """`verb` for every pod, `workers` at a time: (wall s, CPU s of the plugins and whatever
+    they exec'd and waited for: host-local, iptables)."""
+
     def one(n: int) -> None:
         impl.call(verb, f"c{n}", f"/run/netns/{prefix}-{impl.label}-{n}")
 
+    before = os.times()
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for _ in pool.map(one, range(pods)):
             pass
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return wall, cpu
 
 
 def floor_suite(ctx: Context) -> Outcome:
