@@ -42,6 +42,7 @@ class Sizes:
     iperf_repeats: int  # runs per configuration, interleaved
     portmap_pods: int  # pods with hostPorts added at once
     portmap_rounds: int  # DELs without mappings, per implementation
+    portmap_repeats: int  # parallel waves, per implementation (the median is reported)
 
 
 FULL = Sizes(
@@ -54,6 +55,7 @@ FULL = Sizes(
     iperf_repeats=5,
     portmap_pods=64,
     portmap_rounds=30,
+    portmap_repeats=3,
 )
 SMOKE = Sizes(
     pods=4,
@@ -65,6 +67,7 @@ SMOKE = Sizes(
     iperf_repeats=1,
     portmap_pods=4,
     portmap_rounds=2,
+    portmap_repeats=1,
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from typing import Any
 
 from bench import plots
@@ -32,14 +33,19 @@ def suite(ctx: Context) -> Outcome:
         return Outcome(TITLE, not_measured=why)
     portmap = importlib.import_module("bench.portmap")
     pods, rounds = ctx.sizes.portmap_pods, ctx.sizes.portmap_rounds
-    result: dict[str, Any] = portmap.run(pods=pods, rounds=rounds)
+    settings: dict[str, Any] = {"pods": pods, "rounds": rounds}
+    repeats = 1
+    if "repeats" in inspect.signature(portmap.run).parameters:
+        repeats = settings["repeats"] = ctx.sizes.portmap_repeats
+    result: dict[str, Any] = portmap.run(**settings)
     py, go = result["pycni"], result["reference"]
     plain = result["del_without_mappings"]
     outcome = Outcome(TITLE, samples=pods, data=result)
     outcome.lines += [
         f"{pods} pods, each with a TCP and a UDP hostPort, ADDed all at once (one thread a"
-        " pod), then DELed all at once; only the portmap plugins are timed, each called as the"
-        " second plugin of a conflist with the same prevResult. Then a DEL of a pod without"
+        f" pod), then DELed all at once (median of {repeats} such waves); only the portmap"
+        " plugins are timed, each called as the second plugin of a conflist with the same"
+        " prevResult. Then a DEL of a pod without"
         f" mappings (containerd's everyday DEL), {rounds} calls, alternating.",
         "",
         "| | pycni-portmap | Go portmap |",
