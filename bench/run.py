@@ -14,7 +14,6 @@ an Outcome (markdown, targets met or missed, plots, raw numbers; or why nothing 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shutil
@@ -188,7 +187,3 @@ def render(outcomes: list[tuple[Suite, Outcome, float]], info: dict[str, Any], o
         for plot in outcome.plots:
             lines += ["", f"![{plot.stem}]({plot.relative_to(out).as_posix()})"]
     return "\n".join(lines) + "\n"
-
-
-def timestamp() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
