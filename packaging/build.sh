@@ -3,6 +3,7 @@
 #
 #   dist/cni/bin/pycni-<type>     one executable per line of packaging/plugins.table
 #   dist/cni/bin/pycni-runtime/   the frozen Python runtime they all share (PyInstaller onedir)
+#   dist/pycni-agent/             the node agent (packaging/agent.spec), never in /opt/cni/bin
 #
 # Steps: check the generated config validators for drift (packaging/gen_validator.py --check,
 # when present); install the checkout, NOT editable, into build/site (PyInstaller must see real
@@ -55,7 +56,8 @@ fi
 # --- a non-editable install of the checkout ------------------------------------------------
 # build/lib and build/bdist.* are setuptools' own scratch space for the wheel; stale files
 # there could end up in the install, so they go too.
-rm -rf build/site build/pyinstaller build/lib build/bdist.* dist/cni
+rm -rf build/site build/pyinstaller build/pyinstaller-agent build/lib build/bdist.* dist/cni \
+    dist/pycni-agent
 say "installing the checkout into build/site"
 "$python" -m pip install --disable-pip-version-check -q --no-deps --no-compile \
     --target build/site .
@@ -65,6 +67,13 @@ say "freezing packaging/pycni.spec"
 "$python" -m PyInstaller --noconfirm --clean --log-level WARN \
     --distpath dist/cni --workpath build/pyinstaller packaging/pycni.spec
 "$python" packaging/check_imports.py build/pyinstaller/pycni/warn-pycni.txt
+
+# The node agent (kind nodes and the DaemonSet image have no Python): a bundle of its own.
+say "freezing packaging/agent.spec"
+"$python" -m PyInstaller --noconfirm --clean --log-level WARN \
+    --distpath dist --workpath build/pyinstaller-agent packaging/agent.spec
+(cd / && env -i "$repo/dist/pycni-agent/pycni-agent" --help >/dev/null) \
+    || die "dist/pycni-agent/pycni-agent --help failed"
 
 # --- smoke test: what a runtime does first ----------------------------------------------
 bin=dist/cni/bin

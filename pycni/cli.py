@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib
 
-SUBCOMMANDS = ("pycni.validate", "pycni.demo", "pycni.conformance", "pycni.reconcile")
+SUBCOMMANDS = (
+    "pycni.validate",
+    "pycni.demo",
+    "pycni.conformance",
+    "pycni.reconcile",
+    "pycni.agent",
+    "pycni.uml",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,9 @@ class Pod:
     ns: netns_mod.Netns
     container_id: str
     result: dict[str, Any]
+    # what ADD was given besides the conflist (capability_args, cni_args): a runtime keeps them
+    # with the sandbox and passes them again on DEL, as containerd does for portMappings
+    add_args: dict[str, Any] = field(default_factory=dict)
 
     def addresses(self, version: int | None = None) -> list[str]:
         """The pod's addresses from the ADD result (without prefix length)."""
@@ -96,23 +99,28 @@ class Node:
             result = runtime.add(conflist, container_id, ns.path, "eth0", **kwargs)
         except BaseException:
             try:  # what a runtime does after a failed ADD; the ADD's error is the one to see
-                self._delete(runtime, conflist, container_id, ns)
+                self._delete(runtime, conflist, container_id, ns, **kwargs)
             except Exception:
                 pass
             raise
-        pod = Pod(name, ns, container_id, result)
+        pod = Pod(name, ns, container_id, result, dict(kwargs))
         self.pods[name] = pod
         return pod
 
     def remove_pod(self, name: str, conflist: dict[str, Any]) -> None:
         pod = self.pods.pop(name)
-        self._delete(self.runtime(), conflist, pod.container_id, pod.ns)
+        self._delete(self.runtime(), conflist, pod.container_id, pod.ns, **pod.add_args)
 
     def _delete(
-        self, runtime: Runtime, conflist: dict[str, Any], cid: str, ns: netns_mod.Netns
+        self,
+        runtime: Runtime,
+        conflist: dict[str, Any],
+        cid: str,
+        ns: netns_mod.Netns,
+        **kwargs: Any,
     ) -> None:
         try:
-            runtime.delete(conflist, cid, ns.path, "eth0")
+            runtime.delete(conflist, cid, ns.path, "eth0", **kwargs)
             runtime.delete_loopback(cid, ns.path)
         finally:
             ns.delete()

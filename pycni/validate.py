@@ -41,8 +41,10 @@ ENVELOPE_SCHEMA = "netconf"
 # Which schema a plugin's config must satisfy: by the plugin's type, and by its ipam.type.
 PLUGIN_SCHEMAS = {
     "pycni-host-local": "host-local",
+    "pycni-bandwidth": "bandwidth",
     "pycni-bridge": "bridge",
     "pycni-vxlan": "vxlan",
+    "pycni-portmap": "portmap",
 }
 IPAM_SCHEMAS = {"pycni-host-local": "host-local"}
 

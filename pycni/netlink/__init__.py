@@ -16,9 +16,10 @@ into the pod, enslave, address, link up, default route) then takes ≈ 1 ms.
         pod.add_route(Prefix.parse("0.0.0.0/0"), gateway=IP.parse("10.22.0.1"))
 
 The layout:
-- `rtnl`       Rtnl: the socket and every request (links, addresses, routes, neighbours, FDB);
+- `rtnl`       Rtnl: the socket and every request (links, addresses, routes, neighbours, FDB,
+               qdiscs and filters: a tbf, the ingress qdisc, a u32 redirect to an IFB);
 - `records`    Link (with VxlanInfo, IpipInfo, BridgeInfo, BridgePort), Address, Route,
-               Neighbour;
+               Neighbour, Qdisc (with TbfInfo), Filter;
 - `errors`     NetlinkError (exact errno), NetlinkNotFound, NetlinkExists, NamespaceNotFound;
 - `namespace`  sockets inside another namespace without moving the process (setns);
 - `kernel`     every number, from the uapi headers, as tables;
@@ -31,6 +32,7 @@ Errnos the kernel uses for "not there", which raise NetlinkNotFound (a pycni.err
 | delete_address of an address the link lacks     | EADDRNOTAVAIL                      |
 | delete_route of a route not in the table         | ESRCH (ENOENT for IPv6 ::/0)       |
 | delete_neighbour / delete_fdb_entry, no entry    | ENOENT                             |
+| delete_qdisc: none there, or only the default    | ENOENT                             |
 | a namespace path that does not exist (or is not  | NamespaceNotFound (code 3, unknown |
 |   a network namespace any more)                  |   container)                       |
 Creating something that exists raises NetlinkExists (EEXIST). Every other refusal is a
@@ -64,18 +66,24 @@ from pycni.netlink.kernel import (
     RT_TABLE_MAIN,
     RTPROT_BOOT,
     RTPROT_STATIC,
+    TC_H_INGRESS,
+    TC_H_INGRESS_HANDLE,
+    TC_H_ROOT,
 )
 from pycni.netlink.records import (
     Address,
     BridgeInfo,
     BridgePort,
+    Filter,
     IpipInfo,
     Link,
     Neighbour,
+    Qdisc,
     Route,
+    TbfInfo,
     VxlanInfo,
 )
-from pycni.netlink.rtnl import Rtnl
+from pycni.netlink.rtnl import Rtnl, tbf_buffer_ticks
 
 __all__ = [
     "AF_BRIDGE",
@@ -92,9 +100,13 @@ __all__ = [
     "RT_SCOPE_LINK",
     "RT_SCOPE_UNIVERSE",
     "RT_TABLE_MAIN",
+    "TC_H_INGRESS",
+    "TC_H_INGRESS_HANDLE",
+    "TC_H_ROOT",
     "Address",
     "BridgeInfo",
     "BridgePort",
+    "Filter",
     "IpipInfo",
     "Link",
     "NamespaceError",
@@ -103,7 +115,10 @@ __all__ = [
     "NetlinkError",
     "NetlinkExists",
     "NetlinkNotFound",
+    "Qdisc",
     "Route",
     "Rtnl",
+    "TbfInfo",
     "VxlanInfo",
+    "tbf_buffer_ticks",
 ]

@@ -17,6 +17,7 @@ from pycni.netlink.wire import (
     BOOL8,
     FLAG,
     HWADDR,
+    NESTED_RAW,
     NLA_F_NESTED,
     RAW,
     S32,
@@ -471,6 +472,103 @@ NDA = Attrs(
     },
 )
 
+# --- linux/rtnetlink.h, linux/pkt_sched.h, linux/pkt_cls.h: traffic control ------------------
+
+RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
+RTM_NEWTFILTER, RTM_DELTFILTER, RTM_GETTFILTER = 44, 45, 46
+
+TCMSG = struct.Struct("=BxxxiIII")  # family, (pad1, pad2), ifindex, handle, parent, info
+
+TC_H_ROOT = 0xFFFFFFFF  # parent of a device's root (egress) qdisc
+TC_H_INGRESS = 0xFFFFFFF1  # parent of the ingress (and clsact) qdisc
+TC_H_INGRESS_HANDLE = 0xFFFF0000  # the ingress qdisc's own handle, "ffff:"
+ETH_P_ALL = 0x0003  # linux/if_ether.h; a filter's protocol, in network byte order in tcm_info
+
+PSCHED_SHIFT = 6  # net/pkt_sched.h: a "tick" of tc_tbf_qopt.buffer/mtu is 2**6 ns
+TC_LINKLAYER_UNAWARE = 0
+TC_LINKLAYER_ETHERNET = 1
+
+TC_RATESPEC = struct.Struct("=BBHhHI")  # cell_log, linklayer, overhead, cell_align, mpu, rate
+TC_TBF_QOPT = struct.Struct("=12s12sIII")  # rate, peakrate (tc_ratespec), limit, buffer, mtu
+
+TCA = Attrs(
+    "TCA",
+    {
+        "kind": (1, STRING),
+        "options": (2, NESTED_RAW),  # decoded with the table of the kind (TCA_TBF_*, ...)
+        "stats": (3, RAW),
+        "xstats": (4, RAW),
+        "rate": (5, RAW),
+        "fcnt": (6, RAW),
+        "stats2": (7, RAW),
+        "stab": (8, RAW),
+        "dump_invisible": (10, FLAG),
+        "chain": (11, U32),
+        "hw_offload": (12, U8),
+        "ingress_block": (13, U32),
+        "egress_block": (14, U32),
+    },
+)
+
+TCA_TBF = Attrs(
+    "TCA_TBF",
+    {
+        "parms": (1, RAW),  # struct tc_tbf_qopt
+        "rtab": (2, RAW),  # 256 u32 transmit times; unneeded with a link-layer-aware ratespec
+        "ptab": (3, RAW),
+        "rate64": (4, U64),  # the rate in bytes/s when it does not fit tc_ratespec.rate
+        "prate64": (5, U64),
+        "burst": (6, U32),  # bytes; the kernel derives the buffer time from it
+        "pburst": (7, U32),
+    },
+)
+
+# linux/tc_act/tc_mirred.h: struct tc_mirred = tc_gen (index, capab, action, refcnt, bindcnt)
+# + eaction + ifindex
+TC_MIRRED = struct.Struct("=IIiiiiI")
+TC_ACT_STOLEN = 4  # linux/pkt_cls.h: what a redirect reports (the packet left this path)
+TCA_EGRESS_REDIR = 1
+TCA_EGRESS_MIRROR = 2
+TCA_INGRESS_REDIR = 3
+TCA_INGRESS_MIRROR = 4
+
+TCA_MIRRED = Attrs("TCA_MIRRED", {"tm": (1, RAW), "parms": (2, RAW)})  # parms: tc_mirred
+
+TCA_ACT = Attrs(  # one action of a list (TCA_ACT_TAB); its options depend on the kind
+    "TCA_ACT",
+    {
+        "kind": (1, STRING),
+        "options": (2, NESTED_RAW),
+        "index": (3, U32),
+        "stats": (4, RAW),
+        "cookie": (6, RAW),
+        "flags": (7, RAW),
+    },
+)
+
+# linux/pkt_cls.h: struct tc_u32_sel {flags, offshift, nkeys, (pad); offmask (be16), off,
+# offoff, hoff; hmask (be32)} + nkeys * struct tc_u32_key {mask, val (be32); off, offmask}
+TC_U32_SEL = struct.Struct("=BBBxHHhhI")
+TC_U32_KEY = struct.Struct("=IIii")
+TC_U32_TERMINAL = 1
+
+TCA_U32 = Attrs(
+    "TCA_U32",
+    {
+        "classid": (1, U32),
+        "hash": (2, U32),
+        "link": (3, U32),
+        "divisor": (4, U32),
+        "sel": (5, RAW),
+        "police": (6, RAW),
+        "act": (7, NESTED_RAW),  # a list of actions, each nested under its order (1, 2, ...)
+        "indev": (8, STRING),
+        "pcnt": (9, RAW),
+        "mark": (10, RAW),
+        "flags": (11, U32),
+    },
+)
+
 # The attribute spaces, by the header enum prefix they mirror (for the header cross-check).
 SPACES: dict[str, Attrs] = {
     "IFLA_": IFLA,
@@ -485,4 +583,9 @@ SPACES: dict[str, Attrs] = {
     "RTAX_": RTAX,
     "NDA_": NDA,
     "NLMSGERR_ATTR_": NLMSGERR,
+    "TCA_": TCA,
+    "TCA_TBF_": TCA_TBF,
+    "TCA_MIRRED_": TCA_MIRRED,
+    "TCA_ACT_": TCA_ACT,
+    "TCA_U32_": TCA_U32,
 }

@@ -1,7 +1,8 @@
-"""What the kernel reports, as records: links, addresses, routes, neighbours (and FDB entries).
+"""What the kernel reports, as records: links, addresses, routes, neighbours (and FDB entries),
+qdiscs and filters.
 
 Each record is read off one RTM_NEW* message by the `*_from_message` function beside it: the
-fixed header (struct ifinfomsg, ifaddrmsg, rtmsg, ndmsg), then the attributes through the
+fixed header (struct ifinfomsg, ifaddrmsg, rtmsg, ndmsg, tcmsg), then the attributes through the
 tables of pycni.netlink.kernel. Fields the kernel did not send are None.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from pycni.ip import IP, Prefix
 from pycni.netlink import kernel as k
+from pycni.netlink.wire import iter_attrs
 from pycni.record import Record
 
 TYPE_CHECKING = False
@@ -137,6 +139,7 @@ class Link(Record):
     """A network device (RTM_NEWLINK)."""
 
     __slots__ = (
+        "alias",
         "bridge",
         "bridge_port",
         "flags",
@@ -168,6 +171,7 @@ class Link(Record):
     ipip: IpipInfo | None
     bridge: BridgeInfo | None
     bridge_port: BridgePort | None  # set when the link is a bridge port
+    alias: str | None  # IFLA_IFALIAS, a free-text label (`ip link set NAME alias TEXT`)
 
     def __init__(self, **fields: Any) -> None:
         self._init(**fields)
@@ -207,6 +211,7 @@ def link_from_message(payload: memoryview) -> Link:
         link=attrs.get("link"),
         link_netnsid=attrs.get("link_netnsid"),
         promiscuity=attrs.get("promiscuity", 0),
+        alias=attrs.get("ifalias"),
         vxlan=VxlanInfo(data) if kind == "vxlan" and data is not None else None,
         ipip=IpipInfo(data) if kind == "ipip" and data is not None else None,
         bridge=BridgeInfo(data) if kind == "bridge" and data is not None else None,
@@ -359,3 +364,137 @@ def neighbour_from_message(payload: memoryview) -> Neighbour:
         port=attrs.get("port"),
         master=attrs.get("master"),
     )
+
+
+# --- traffic control -------------------------------------------------------------------------
+
+
+class TbfInfo(Record):
+    """A token bucket filter's settings (TCA_TBF_PARMS, TCA_TBF_RATE64), in bytes and ns."""
+
+    __slots__ = ("buffer_ns", "limit", "linklayer", "peakrate", "rate")
+    rate: int  # bytes per second
+    buffer_ns: int  # the burst, as the time it takes to send at `rate` (2**6 ns ticks)
+    limit: int  # bytes that may wait in the queue
+    peakrate: int  # bytes per second; 0: none
+    linklayer: int  # TC_LINKLAYER_*
+
+    def __init__(self, **fields: Any) -> None:
+        self._init(**fields)
+
+    @property
+    def burst(self) -> int:
+        """The bucket's size in bytes, as `tc` shows it: what `rate` sends in `buffer_ns`."""
+        return (self.rate * self.buffer_ns + 500_000_000) // 1_000_000_000
+
+
+def _tbf_from_options(options: dict[str, Any]) -> TbfInfo | None:
+    parms = options.get("parms")
+    if parms is None or len(parms) < k.TC_TBF_QOPT.size:
+        return None
+    rate, peak, limit, buffer, _mtu = k.TC_TBF_QOPT.unpack_from(parms)
+    rate_bytes = options.get("rate64") or k.TC_RATESPEC.unpack(rate)[5]
+    peak_bytes = options.get("prate64") or k.TC_RATESPEC.unpack(peak)[5]
+    return TbfInfo(
+        rate=rate_bytes,
+        buffer_ns=buffer << k.PSCHED_SHIFT,
+        limit=limit,
+        peakrate=peak_bytes,
+        linklayer=k.TC_RATESPEC.unpack(rate)[1],
+    )
+
+
+class Qdisc(Record):
+    """A queueing discipline (RTM_NEWQDISC): `tbf` is set for kind "tbf"."""
+
+    __slots__ = ("handle", "index", "kind", "parent", "tbf")
+    index: int  # the link's
+    handle: int  # major:minor as one u32 ("8001:" is 0x80010000)
+    parent: int  # TC_H_ROOT, TC_H_INGRESS or a class
+    kind: str  # "tbf", "ingress", "noqueue", "pfifo_fast", ...
+    tbf: TbfInfo | None
+
+    def __init__(self, **fields: Any) -> None:
+        self._init(**fields)
+
+
+def qdisc_from_message(payload: memoryview) -> Qdisc:
+    _family, index, handle, parent, _info = k.TCMSG.unpack_from(payload)
+    attrs = k.TCA.decode(payload[k.TCMSG.size :])
+    kind = attrs.get("kind", "")
+    options = attrs.get("options")
+    tbf = None
+    if kind == "tbf" and options is not None:
+        tbf = _tbf_from_options(k.TCA_TBF.decode(memoryview(options)))
+    return Qdisc(index=index, handle=handle, parent=parent, kind=kind, tbf=tbf)
+
+
+class Filter(Record):
+    """A classifier (RTM_NEWTFILTER) of a qdisc. For a u32 filter, `match_all` says whether
+    its selector matches every packet, and `redirect` is the index of the device its mirred
+    action redirects packets to (as they leave it: TCA_EGRESS_REDIR), if it has one."""
+
+    __slots__ = ("handle", "index", "kind", "match_all", "parent", "prio", "protocol", "redirect")
+    index: int
+    parent: int
+    handle: int
+    prio: int  # the filter's preference (tcm_info's upper half)
+    protocol: int  # ETH_P_*, host byte order
+    kind: str
+    match_all: bool
+    redirect: int | None
+
+    def __init__(self, **fields: Any) -> None:
+        self._init(**fields)
+
+
+def filter_from_message(payload: memoryview) -> Filter | None:
+    _family, index, handle, parent, info = k.TCMSG.unpack_from(payload)
+    attrs = k.TCA.decode(payload[k.TCMSG.size :])
+    kind = attrs.get("kind", "")
+    options = attrs.get("options")
+    if options is None:  # the head of a filter list, not a filter
+        return None
+    match_all = False
+    redirect = None
+    if kind == "u32":
+        u32 = k.TCA_U32.decode(memoryview(options))
+        sel = u32.get("sel")
+        if sel is None:  # a u32 hash table ("800:"), which holds the filters
+            return None
+        if len(sel) >= k.TC_U32_SEL.size:
+            nkeys = k.TC_U32_SEL.unpack_from(sel)[2]
+            keys = [
+                k.TC_U32_KEY.unpack_from(sel, k.TC_U32_SEL.size + n * k.TC_U32_KEY.size)
+                for n in range(nkeys)
+                if len(sel) >= k.TC_U32_SEL.size + (n + 1) * k.TC_U32_KEY.size
+            ]
+            match_all = all(mask == 0 and value == 0 for mask, value, _, _ in keys)
+        redirect = _mirred_redirect(u32.get("act"))
+    return Filter(
+        index=index,
+        parent=parent,
+        handle=handle,
+        prio=info >> 16,
+        protocol=int.from_bytes((info & 0xFFFF).to_bytes(2, "little"), "big"),
+        kind=kind,
+        match_all=match_all,
+        redirect=redirect,
+    )
+
+
+def _mirred_redirect(actions: bytes | None) -> int | None:
+    """The target of the first mirred egress redirect among the actions, or None."""
+    if actions is None:
+        return None
+    for _order, payload in iter_attrs(memoryview(actions)):
+        action = k.TCA_ACT.decode(payload)
+        if action.get("kind") != "mirred" or action.get("options") is None:
+            continue
+        parms = k.TCA_MIRRED.decode(memoryview(action["options"])).get("parms")
+        if parms is None or len(parms) < k.TC_MIRRED.size:
+            continue
+        _index, _capab, _action, _ref, _bind, eaction, ifindex = k.TC_MIRRED.unpack_from(parms)
+        if eaction == k.TCA_EGRESS_REDIR:
+            return int(ifindex)
+    return None

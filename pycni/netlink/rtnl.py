@@ -19,15 +19,19 @@ from pycni.netlink.errors import NetlinkError, NetlinkExists, NetlinkNotFound
 from pycni.netlink.namespace import open_netns, socket_in_netns
 from pycni.netlink.records import (
     Address,
+    Filter,
     Link,
     Neighbour,
+    Qdisc,
     Route,
     address_from_message,
+    filter_from_message,
     link_from_message,
     neighbour_from_message,
+    qdisc_from_message,
     route_from_message,
 )
-from pycni.netlink.wire import align, iter_messages, pack_message
+from pycni.netlink.wire import NLA_F_NESTED, align, iter_messages, pack_attr, pack_message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,6 +52,8 @@ LINK_GONE = frozenset({errno.ENODEV})  # any request naming a link by name or in
 ADDRESS_GONE = frozenset({errno.EADDRNOTAVAIL, errno.ENODEV})  # delete_address
 ROUTE_GONE = frozenset({errno.ESRCH, errno.ENOENT, errno.ENODEV})  # delete_route (ENOENT: ::/0)
 NEIGHBOUR_GONE = frozenset({errno.ENOENT, errno.ENODEV})  # delete_neighbour, delete_fdb_entry
+QDISC_GONE = frozenset({errno.ENOENT, errno.ENODEV})  # delete_qdisc (ENOENT: none, or default)
+_ETH_P_ALL_BE = int.from_bytes(k.ETH_P_ALL.to_bytes(2, "big"), "little")  # tcm_info: __be16
 
 
 def _new_socket() -> _socket.socket:
@@ -81,6 +87,17 @@ def _same_family(dst: Prefix, **addresses: IP | None) -> None:
     for name, ip in addresses.items():
         if ip is not None and ip.version != dst.version:
             raise ValueError(f"{name} {ip} is IPv{ip.version}, the route to {dst} IPv{dst.version}")
+
+
+def tbf_buffer_ticks(rate: int, burst: int) -> int:
+    """The time `rate` bytes/s take to send `burst` bytes, in 2**6 ns ticks (tc_tbf_qopt's
+    buffer), rounded down; ValueError if it does not fit the u32 the kernel reports it in."""
+    if rate <= 0 or burst <= 0:
+        raise ValueError(f"a tbf needs a positive rate and burst, not {rate} and {burst}")
+    ticks = burst * 1_000_000_000 // rate >> k.PSCHED_SHIFT
+    if ticks > 0xFFFFFFFF:
+        raise ValueError(f"a burst of {burst} bytes at {rate} bytes/s exceeds 2**32 ticks")
+    return ticks
 
 
 class Rtnl:
@@ -307,11 +324,12 @@ class Rtnl:
         name: str | None = None,
         promiscuous: bool | None = None,
         netns: str | int | None = None,
+        alias: str | None = None,
     ) -> None:
         """Change a link in one request: up/down, MTU, enslave to `master` (a bridge) or
-        release it (`nomaster`), MAC address, name, promiscuous mode, or move it to another
-        namespace (a path or an open fd; the link arrives there down). None leaves a setting
-        as it is."""
+        release it (`nomaster`), MAC address, name, promiscuous mode, alias (IFLA_IFALIAS;
+        "" removes it), or move it to another namespace (a path or an open fd; the link
+        arrives there down). None leaves a setting as it is."""
         if master is not None and nomaster:
             raise ValueError("set_link: give master or nomaster, not both")
         changes: list[str] = []
@@ -324,13 +342,14 @@ class Rtnl:
                 change |= bit
                 flags |= bit if wanted else 0
                 changes.append(on if wanted else off)
-        attrs: dict[str, Any] = {"mtu": mtu, "address": mac}
+        attrs: dict[str, Any] = {"mtu": mtu, "address": mac, "ifalias": alias}
         changes += [f"mtu {mtu}"] if mtu is not None else []
         changes += [f"address {mac}"] if mac is not None else []
         changes += [f"master '{master}'"] if master is not None else []
         changes += ["nomaster"] if nomaster else []
         changes += [f"name '{name}'"] if name is not None else []
         changes += [f"netns '{netns}'"] if netns is not None else []
+        changes += [f"alias '{alias}'"] if alias is not None else []
         what = f"set {_describe(link)} {', '.join(changes) or '(nothing)'}"
         if nomaster:
             attrs["master"] = 0
@@ -679,6 +698,142 @@ class Rtnl:
             if index is None or entry.index == index
         ]
 
+    # --- traffic control: qdiscs, filters, IFB devices -------------------------------------
+
+    def create_ifb(
+        self,
+        name: str,
+        *,
+        mtu: int | None = None,
+        txqlen: int | None = None,
+        alias: str | None = None,
+        up: bool = False,
+    ) -> Link:
+        """An IFB (intermediate functional block) device: packets redirected to it pass its
+        root qdisc and come back where they were. `alias` (IFLA_IFALIAS, up to 255 bytes) is
+        a free-text label, e.g. who owns the device; the kernel takes it only on a change, so
+        it is a second request. Needs the ifb module (else EOPNOTSUPP)."""
+        what = f"create ifb '{name}'"
+        link = self._create_link(
+            name, "ifb", None, what, mtu=mtu, mac=None, up=up, extra={"txqlen": txqlen}
+        )
+        if alias is not None:
+            self.set_link(link.index, alias=alias)
+            link = self._get_link(link.index, f"get the new ifb '{name}'")
+        return link
+
+    def qdiscs(self, link: int | str | None = None) -> list[Qdisc]:
+        """The qdiscs of one link or of all (the kernel dumps every link's; we keep one's)."""
+        what = "list qdiscs" + (f" of {_describe(link)}" if link is not None else "")
+        index = None if link is None else self._index(link, what)
+        body = k.TCMSG.pack(k.AF_UNSPEC, index or 0, 0, 0, 0)
+        return [
+            qdisc
+            for qdisc in self._dump(k.RTM_GETQDISC, body, what, qdisc_from_message)
+            if index is None or qdisc.index == index
+        ]
+
+    def add_tbf(
+        self,
+        link: int | str,
+        *,
+        rate: int,
+        burst: int,
+        limit: int,
+        parent: int = k.TC_H_ROOT,
+        replace: bool = False,
+    ) -> None:
+        """A token bucket filter (`tc qdisc add dev LINK root tbf`) as the link's root qdisc:
+        `rate` in bytes per second, `burst` (the bucket) and `limit` (the queue) in bytes.
+        The rate is link-layer aware (Ethernet), so the kernel needs no rate table; rates of
+        2**32 bytes/s and more go in TCA_TBF_RATE64. The kernel derives the buffer time from
+        `burst` (TCA_TBF_BURST); the same time, in ticks, goes in the parameters, as `tc`
+        would send. With `replace`, whatever root qdisc is there is replaced; without, an
+        existing non-default one raises NetlinkExists (EEXIST)."""
+        what = f"{'replace' if replace else 'add'} tbf qdisc on {_describe(link)}"
+        ratespec = k.TC_RATESPEC.pack(0, k.TC_LINKLAYER_ETHERNET, 0, -1, 0, min(rate, 0xFFFFFFFF))
+        ticks = tbf_buffer_ticks(rate, burst)
+        parms = k.TC_TBF_QOPT.pack(ratespec, bytes(k.TC_RATESPEC.size), limit, ticks, 0)
+        options = k.TCA_TBF.encode(
+            {"parms": parms, "rate64": rate if rate > 0xFFFFFFFF else None, "burst": burst}
+        )
+        self._tc_request(k.RTM_NEWQDISC, _new_flags(replace), link, 0, parent, 0, "tbf",
+                         options, what)  # fmt: skip
+
+    def add_ingress_qdisc(self, link: int | str, *, replace: bool = False) -> None:
+        """The ingress qdisc ("ffff:"), where filters see the packets a link receives.
+        NetlinkExists (EEXIST) if there is one (without `replace`)."""
+        what = f"add ingress qdisc on {_describe(link)}"
+        self._tc_request(k.RTM_NEWQDISC, _new_flags(replace), link, k.TC_H_INGRESS_HANDLE,
+                         k.TC_H_INGRESS, 0, "ingress", None, what)  # fmt: skip
+
+    def delete_qdisc(
+        self, link: int | str, parent: int = k.TC_H_ROOT, *, missing_ok: bool = False
+    ) -> None:
+        """Delete the root qdisc (the link gets its default one back) or, with parent
+        TC_H_INGRESS, the ingress qdisc and its filters. NetlinkNotFound (ENOENT: no such
+        qdisc, or only the default root; ENODEV: no such link) unless `missing_ok`."""
+        where = "ingress" if parent == k.TC_H_INGRESS else "root"
+        what = f"delete {where} qdisc of {_describe(link)}"
+        try:
+            self._tc_request(k.RTM_DELQDISC, 0, link, 0, parent, 0, None, None, what, QDISC_GONE)
+        except NetlinkNotFound:
+            if not missing_ok:
+                raise
+
+    def filters(self, link: int | str, parent: int = k.TC_H_INGRESS_HANDLE) -> list[Filter]:
+        """The filters attached to one qdisc of a link (the ingress qdisc by default)."""
+        what = f"list filters of {_describe(link)}"
+        index = self._index(link, what)
+        body = k.TCMSG.pack(k.AF_UNSPEC, index, 0, parent, 0)
+        return self._dump(k.RTM_GETTFILTER, body, what, filter_from_message)
+
+    def add_redirect_filter(
+        self,
+        link: int | str,
+        target: int | str,
+        *,
+        parent: int = k.TC_H_INGRESS_HANDLE,
+        prio: int = 1,
+    ) -> None:
+        """`tc filter add dev LINK parent ffff: protocol all prio PRIO u32 match u32 0 0
+        action mirred egress redirect dev TARGET`: every packet the qdisc `parent` sees is
+        sent out of `target` (an IFB device, typically). A u32 selector with one all-zero
+        key matches everything (cls_matchall is not in every kernel; u32 is)."""
+        what = f"add redirect filter on {_describe(link)} to {_describe(target)}"
+        target_index = self._index(target, what)
+        sel = k.TC_U32_SEL.pack(k.TC_U32_TERMINAL, 0, 1, 0, 0, 0, 0, 0) + k.TC_U32_KEY.pack(
+            0, 0, 0, 0
+        )
+        mirred = k.TC_MIRRED.pack(0, 0, k.TC_ACT_STOLEN, 0, 0, k.TCA_EGRESS_REDIR, target_index)
+        action = k.TCA_ACT.encode(
+            {"kind": "mirred", "options": k.TCA_MIRRED.encode({"parms": mirred})}
+        )
+        actions = pack_attr(1 | NLA_F_NESTED, action)  # the first (and only) action
+        options = k.TCA_U32.encode({"sel": sel, "act": actions})
+        info = (prio << 16) | _ETH_P_ALL_BE
+        self._tc_request(k.RTM_NEWTFILTER, k.NLM_F_CREATE | k.NLM_F_EXCL, link, 0, parent,
+                         info, "u32", options, what)  # fmt: skip
+
+    def _tc_request(
+        self,
+        msg_type: int,
+        flags: int,
+        link: int | str,
+        handle: int,
+        parent: int,
+        info: int,
+        kind: str | None,
+        options: bytes | None,
+        what: str,
+        gone: frozenset[int] = LINK_GONE,
+    ) -> None:
+        index = self._index(link, what)
+        body = k.TCMSG.pack(k.AF_UNSPEC, index, handle, parent, info) + k.TCA.encode(
+            {"kind": kind, "options": options}
+        )
+        self._request(msg_type, flags, body, what, gone)
+
     # --- the exchange ------------------------------------------------------------------
 
     def _index(self, link: int | str, what: str) -> int:
@@ -697,12 +852,13 @@ class Rtnl:
         self,
         name: str,
         kind: str,
-        data: dict[str, Any],
+        data: dict[str, Any] | None,
         what: str,
         *,
         mtu: int | None,
         mac: str | None,
         up: bool,
+        extra: dict[str, Any] | None = None,
     ) -> Link:
         flags = k.IFF_UP if up else 0
         attrs = {
@@ -710,6 +866,7 @@ class Rtnl:
             "mtu": mtu,
             "address": mac,
             "linkinfo": {"kind": kind, "data": data},
+            **(extra or {}),
         }
         body = k.IFINFOMSG.pack(k.AF_UNSPEC, 0, 0, flags, flags) + k.IFLA.encode(attrs)
         self._request(k.RTM_NEWLINK, k.NLM_F_CREATE | k.NLM_F_EXCL, body, what)

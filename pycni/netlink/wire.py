@@ -179,6 +179,14 @@ class Raw(Codec):
         return bytes(data)
 
 
+class NestedRaw(Raw):
+    """An attribute list as bytes, already encoded (or left for a table chosen by a sibling
+    attribute, as TCA_OPTIONS by TCA_KIND); sent with NLA_F_NESTED."""
+
+    __slots__ = ()
+    nested = True
+
+
 class Nested(Codec):
     """A list of attributes of another space, as a dict."""
 
@@ -208,6 +216,7 @@ STRING = String()
 HWADDR = HwAddr()
 ADDRESS = Address()
 RAW = Raw()
+NESTED_RAW = NestedRaw()
 
 
 class Attrs:

@@ -1,0 +1,470 @@
+"""A stand-in Kubernetes API server for the node agent's tests: Nodes only, over HTTPS.
+
+It answers what the agent asks, shaped as kube-apiserver answers it: the Node object as a kind
+v1.31 node's (fields as in the API reference and kind's node image: providerID kind://docker/...,
+the kubeadm annotations, InternalIP and Hostname addresses), the watch framing and the 410
+Status objects as quoted from real servers in kubernetes/kubernetes#25151 (HTTP 200, chunked,
+one event per line) and wso2/apk#571 (the ERROR event's Status, reason Expired, code 410). No
+live API server was recorded here (there is none on this machine):
+
+- GET /api/v1/nodes: a NodeList (kind, apiVersion, metadata.resourceVersion, items);
+- GET /api/v1/nodes?watch=1&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=N: a
+  chunked stream, one JSON event per line: ADDED / MODIFIED / DELETED with the whole Node,
+  BOOKMARK with only kind, apiVersion and metadata.resourceVersion; an RV older than the
+  compaction point gets HTTP 410 with a Status body; `expire_watches()` ends open watches with
+  an ERROR event holding a Status with code 410, as the watch cache does;
+- `outage()` closes the listening socket and every open stream (connection refused, as when
+  the API server is down); `restore()` listens again on the same address.
+
+Authentication as the real server does it for a kind node: a client certificate signed by the
+cluster CA (the kubelet's kubeconfig), or a bearer token (a service account); anything else is
+401 with a Status body. Certificates are made with the openssl CLI in a scratch directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6InB5Y25pLXRlc3QifQ.c2VydmljZWFjY291bnQ.c2lnbmF0dXJl"
+
+
+# --- objects shaped like a kind cluster's ----------------------------------------------------
+
+
+def kind_node(name: str, ip: str, pod_cidrs: list[str], resource_version: int) -> dict[str, Any]:
+    """A Node as `kubectl get node NAME -o json` shows it on kind v1.31 (images trimmed)."""
+    control_plane = name.endswith("control-plane")
+    labels = {
+        "beta.kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+    }
+    if control_plane:
+        labels["node-role.kubernetes.io/control-plane"] = ""
+        labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
+    spec: dict[str, Any] = {"providerID": f"kind://docker/kind/{name}"}
+    if pod_cidrs:
+        spec = {"podCIDR": pod_cidrs[0], "podCIDRs": list(pod_cidrs), **spec}
+    if control_plane:
+        spec["taints"] = [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
+    return {
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "uid": f"5b3f0c7e-0000-4000-8000-{abs(hash(name)) % 10**12:012d}",
+            "resourceVersion": str(resource_version),
+            "creationTimestamp": "2026-11-22T06:00:00Z",
+            "labels": labels,
+            "annotations": {
+                "kubeadm.alpha.kubernetes.io/cri-socket": "unix:///run/containerd/containerd.sock",
+                "node.alpha.kubernetes.io/ttl": "0",
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+            },
+            "managedFields": [
+                {
+                    "manager": "kubelet",
+                    "operation": "Update",
+                    "apiVersion": "v1",
+                    "time": "2026-11-22T06:00:00Z",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:metadata": {"f:labels": {".": {}}}},
+                }
+            ],
+        },
+        "spec": spec,
+        "status": {
+            "capacity": {
+                "cpu": "2",
+                "ephemeral-storage": "61202244Ki",
+                "hugepages-2Mi": "0",
+                "memory": "8131008Ki",
+                "pods": "110",
+            },
+            "allocatable": {
+                "cpu": "2",
+                "ephemeral-storage": "61202244Ki",
+                "hugepages-2Mi": "0",
+                "memory": "8131008Ki",
+                "pods": "110",
+            },
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "lastHeartbeatTime": "2026-11-22T06:01:00Z",
+                    "lastTransitionTime": "2026-11-22T06:00:00Z",
+                    "reason": "KubeletNotReady",
+                    "message": "container runtime network not ready: NetworkReady=false"
+                    " reason:NetworkPluginNotReady message:Network plugin returns error:"
+                    " cni plugin not initialized",
+                }
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": ip},
+                {"type": "Hostname", "address": name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": "0c5d6f2b6a7e4d1c9b8a7f6e5d4c3b2a",
+                "systemUUID": "0c5d6f2b-6a7e-4d1c-9b8a-7f6e5d4c3b2a",
+                "bootID": "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9",
+                "kernelVersion": "6.18.0",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "containerRuntimeVersion": "containerd://1.7.18",
+                "kubeletVersion": "v1.31.0",
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+            },
+        },
+    }
+
+
+def status_object(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A metav1.Status, as the API server sends errors."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+# --- certificates ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    dir: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.dir / "apiserver.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.dir / "apiserver.key"
+
+    @property
+    def client_cert(self) -> Path:
+        return self.dir / "kubelet.crt"
+
+    @property
+    def client_key(self) -> Path:
+        return self.dir / "kubelet.key"
+
+    @classmethod
+    def create(cls, directory: Path, server_ips: list[str]) -> Pki:
+        """A cluster CA, an API server certificate for `server_ips` and a kubelet client
+        certificate (CN system:node:..., O system:nodes, as kubeadm issues it)."""
+        directory.mkdir(parents=True, exist_ok=True)
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+                "-subj", "/CN=kubernetes")  # fmt: skip
+        sans = ",".join([*(f"IP:{ip}" for ip in server_ips), "DNS:kind-control-plane"])
+        (directory / "server.ext").write_text(f"subjectAltName={sans}\n")
+        (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+        for name, subject, ext in (
+            ("apiserver", "/CN=kube-apiserver", "server.ext"),
+            ("kubelet", "/O=system:nodes/CN=system:node:kind-worker", "client.ext"),
+        ):
+            openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                    "-subj", subject)  # fmt: skip
+            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                    "-CAcreateserial", "-out", f"{name}.crt", "-days", "1",
+                    "-extfile", ext)  # fmt: skip
+        return cls(directory)
+
+    def kubeconfig(self, server: str, *, inline: bool) -> str:
+        """A kubeconfig like a kind node's /etc/kubernetes/kubelet.conf: inline data, or as
+        kubeadm leaves it after the kubelet's TLS bootstrap: the CA inline, and certificate
+        and key both named by one file holding the two (kubelet-client-current.pem)."""
+
+        def b64(path: Path) -> str:
+            return base64.b64encode(path.read_bytes()).decode()
+
+        if inline:
+            cluster = f"certificate-authority-data: {b64(self.ca)}"
+            user = (
+                f"client-certificate-data: {b64(self.client_cert)}\n"
+                f"    client-key-data: {b64(self.client_key)}"
+            )
+        else:
+            current = self.dir / "kubelet-client-current.pem"
+            current.write_bytes(self.client_cert.read_bytes() + self.client_key.read_bytes())
+            cluster = f"certificate-authority-data: {b64(self.ca)}"
+            user = f"client-certificate: {current}\n    client-key: {current}"
+        return f"""apiVersion: v1
+clusters:
+- cluster:
+    {cluster}
+    server: {server}
+  name: kind
+contexts:
+- context:
+    cluster: kind
+    user: system:node:kind-worker
+  name: system:node:kind-worker@kind
+current-context: system:node:kind-worker@kind
+kind: Config
+preferences: {{}}
+users:
+- name: system:node:kind-worker
+  user:
+    {user}
+"""
+
+
+# --- the server --------------------------------------------------------------------------
+
+
+@dataclass
+class _Event:
+    resource_version: int
+    type: str
+    obj: dict[str, Any]
+
+
+class FakeApiServer:
+    """Nodes, a history of changes, watches; thread-safe. Start with `start()`, end with
+        `close()`. `make_socket` creates the listening socket (e.g. inside a namespace), bound to
+    `host`."""
+
+    def __init__(
+        self,
+        pki: Pki,
+        make_socket: Callable[[], socket.socket],
+        host: str,
+        *,
+        bookmark_interval: float = 1.0,
+    ) -> None:
+        self.pki = pki
+        self.host = host
+        self.make_socket = make_socket
+        self.bookmark_interval = bookmark_interval
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.history: list[_Event] = []
+        self.version = 1000
+        self.compacted = 0  # watches from an RV below this get 410
+        self.changed = threading.Condition()
+        self.requests: list[str] = []  # "LIST" or "WATCH rv", in order
+        self.generation = 0  # bumped to end every open watch
+        self.expire_open_watches = False
+        self.up = False  # False during an outage: a stream still open then ends at once
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.address: tuple[str, int] | None = None
+
+    # --- the cluster ---------------------------------------------------------------------
+
+    def put_node(self, name: str, ip: str, pod_cidrs: list[str]) -> None:
+        with self.changed:
+            self.version += 1
+            kind = "MODIFIED" if name in self.nodes else "ADDED"
+            self.nodes[name] = kind_node(name, ip, pod_cidrs, self.version)
+            self.history.append(_Event(self.version, kind, copy.deepcopy(self.nodes[name])))
+            self.changed.notify_all()
+
+    def delete_node(self, name: str) -> None:
+        with self.changed:
+            self.version += 1
+            obj = self.nodes.pop(name)
+            obj["metadata"]["resourceVersion"] = str(self.version)
+            self.history.append(_Event(self.version, "DELETED", obj))
+            self.changed.notify_all()
+
+    def expire_watches(self) -> None:
+        """Compact the history: open watches end with ERROR 410, old RVs get HTTP 410."""
+        with self.changed:
+            self.compacted = self.version  # a watch from the current RV is still fine
+            self.history.clear()
+            self.generation += 1
+            self.expire_open_watches = True
+            self.changed.notify_all()
+
+    # --- serving -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        sock = self.make_socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, 0 if self.address is None else self.address[1]))
+        sock.listen(16)
+        self.address = sock.getsockname()[:2]
+        with self.changed:
+            self.up = True
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.pki.ca)
+        context.load_cert_chain(self.pki.server_cert, self.pki.server_key)
+        context.verify_mode = ssl.CERT_OPTIONAL  # a client certificate, or a bearer token
+        server = ThreadingHTTPServer(("", 0), _handler(self), bind_and_activate=False)
+        server.socket.close()
+        server.socket = context.wrap_socket(sock, server_side=True)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
+        self._thread.start()
+
+    def outage(self) -> None:
+        """Stop listening and cut every open stream: clients see connection refused."""
+        with self.changed:
+            self.up = False
+            self.generation += 1
+            self.expire_open_watches = False
+            self.changed.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def restore(self) -> None:
+        self.start()
+
+    def close(self) -> None:
+        self.outage()
+
+    def port(self) -> int:
+        assert self.address is not None
+        return self.address[1]
+
+
+def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            if not self._authenticated():
+                self._send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
+                return
+            if url.path != "/api/v1/nodes":
+                self._send_json(
+                    404, status_object(404, "NotFound", "the server could not find the resource")
+                )
+                return
+            if query.get("watch") in ("1", "true"):
+                self._watch(query)
+            else:
+                self._list()
+
+        def _authenticated(self) -> bool:
+            if self.headers.get("Authorization") == f"Bearer {TOKEN}":
+                return True
+            cert = self.connection.getpeercert()
+            return bool(cert)
+
+        def _list(self) -> None:
+            with api.changed:
+                api.requests.append("LIST")
+                body = {
+                    "kind": "NodeList",
+                    "apiVersion": "v1",
+                    "metadata": {"resourceVersion": str(api.version)},
+                    "items": [copy.deepcopy(n) for n in api.nodes.values()],
+                }
+            self._send_json(200, body)
+
+        def _watch(self, query: dict[str, str]) -> None:
+            since = int(query.get("resourceVersion") or 0)
+            deadline = time.monotonic() + float(query.get("timeoutSeconds") or 1800)
+            bookmarks = query.get("allowWatchBookmarks") == "true"
+            with api.changed:
+                api.requests.append(f"WATCH {since}")
+                generation = api.generation
+                if since < api.compacted:
+                    message = f"too old resource version: {since} ({api.compacted})"
+                    gone = status_object(410, "Expired", message)
+                    expired = True
+                else:
+                    expired = False
+            if expired:
+                self._send_json(410, gone)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Cache-Control", "no-cache, private")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            sent = since
+            last_bookmark = time.monotonic()
+            try:
+                while time.monotonic() < deadline:
+                    with api.changed:
+                        if api.generation != generation or not api.up:
+                            if api.expire_open_watches:
+                                message = f"too old resource version: {since} ({api.compacted})"
+                                error = status_object(410, "Expired", message)
+                                self._chunk({"type": "ERROR", "object": error})
+                            break
+                        events = [e for e in api.history if e.resource_version > sent]
+                        if not events:
+                            api.changed.wait(0.2)
+                            events = [e for e in api.history if e.resource_version > sent]
+                        current = api.version
+                    for event in events:
+                        self._chunk({"type": event.type, "object": event.obj})
+                        sent = event.resource_version
+                    now = time.monotonic()
+                    if bookmarks and now - last_bookmark >= api.bookmark_interval:
+                        sent = max(sent, current)
+                        self._chunk(
+                            {
+                                "type": "BOOKMARK",
+                                "object": {
+                                    "kind": "Node",
+                                    "apiVersion": "v1",
+                                    "metadata": {"resourceVersion": str(sent)},
+                                },
+                            }
+                        )
+                        last_bookmark = now
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass  # the client went away
+            self.close_connection = True
+
+        def _chunk(self, event: dict[str, Any]) -> None:
+            data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        def _send_json(self, code: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler

@@ -1,0 +1,501 @@
+"""pycni-portmap chained after pycni-bridge on one emulated node: hostPorts reached with real
+packets from the node's address, from localhost, from another pod and from the pod itself;
+rules gone with the pod; parallel churn; conflicts; every verb x version; bad config."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pycni import connectivity, masquerade, skel, spawn, versions
+from pycni.plugins import portmap
+from pycni.runtime import PluginError, invoke
+from pycni.testbed import Node
+from tests.test_schema_validators import INTERESTING_STRINGS, json_values
+
+pytestmark = [pytest.mark.frozen, pytest.mark.netns]
+
+NODE4, NODE6 = "172.31.0.2", "fc00:31::2"
+GW4, GW6 = "10.61.0.1", "fd61::1"
+HOST_PORT = 8080
+# PYCNI_STRESS=full: 192 pods (the most that churn at once in the /24 with room to spare)
+STRESS_PODS = 192 if os.environ.get("PYCNI_STRESS") == "full" else 64
+ICMP = [{"hostPort": 8, "containerPort": 1, "protocol": "icmp"}]
+
+
+def conflist(version: str = "1.1.0", **portmap_keys: Any) -> dict[str, Any]:
+    return {
+        "cniVersion": version,
+        "name": "kubenet",
+        "plugins": [
+            {
+                "type": "pycni-bridge",
+                "bridge": "cbr0",
+                "isGateway": True,
+                "isDefaultGateway": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "pycni-host-local",
+                    "ranges": [[{"subnet": "10.61.0.0/24"}], [{"subnet": "fd61::/64"}]],
+                },
+            },
+            {"type": "pycni-portmap", "capabilities": {"portMappings": True}, **portmap_keys},
+        ],
+    }
+
+
+def mappings(host_port: int = HOST_PORT, **extra: Any) -> dict[str, Any]:
+    return {
+        "portMappings": [
+            {"hostPort": host_port, "containerPort": connectivity.PORT, "protocol": p, **extra}
+            for p in ("tcp", "udp")
+        ]
+    }
+
+
+@pytest.fixture
+def node(bundle: Path) -> Iterator[Node]:
+    n = Node.create("node", bundle)
+    try:  # the node's own addresses, on an uplink as a kind node's eth0
+        n.ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+        n.ns.ip("addr", "add", f"{NODE4}/16", "dev", "eth0")
+        n.ns.ip("addr", "add", f"{NODE6}/64", "dev", "eth0", "nodad")
+        for link in ("eth0", "eth0-peer"):
+            n.ns.ip("link", "set", link, "up")
+        yield n
+    finally:
+        n.destroy()
+
+
+def ruleset(node: Node) -> str:
+    return node.ns.run(["nft", "list", "ruleset"]).stdout
+
+
+def pod_chains_and_elements(node: Node) -> tuple[list[str], list[str]]:
+    listing = json.loads(node.ns.run(["nft", "-j", "list", "ruleset"]).stdout)["nftables"]
+    chains = [
+        i["chain"]["name"] for i in listing if i.get("chain", {}).get("name", "")[:3] == "hp_"
+    ]
+    elements = [str(e) for i in listing for e in i.get("map", {}).get("elem", [])]
+    return chains, elements
+
+
+def test_host_port_reached_from_node_localhost_other_pod_and_itself(node: Node) -> None:
+    conf = node.conf(conflist())
+    a = node.add_pod("a", conf, capability_args=mappings())
+    b = node.add_pod("b", conf)
+    (a4,), (a6,) = a.addresses(4), a.addresses(6)
+    (b4,), (b6,) = b.addresses(4), b.addresses(6)
+    server = connectivity.serve(a.ns)
+    try:
+        # (who, from, to, the source the pod must see)
+        cases = [
+            ("node", node.ns, NODE4, NODE4),  # the node speaks from the address it dialled
+            ("node", node.ns, NODE6, NODE6),
+            ("localhost", node.ns, "127.0.0.1", GW4),  # masqueraded (route_localnet)
+            ("pod b", b.ns, NODE4, b4),  # another pod keeps its address
+            ("pod b", b.ns, NODE6, b6),
+            ("pod a", a.ns, NODE4, GW4),  # hairpin: masqueraded, or the reply would bypass NAT
+            ("pod a", a.ns, NODE6, GW6),
+        ]
+        probes = [
+            connectivity.probe(
+                source, target, proto, port=HOST_PORT, expected_source=seen, name=who
+            )
+            for who, source, target, seen in cases
+            for proto in ("tcp", "udp")
+        ]
+    finally:
+        server.stop()
+    assert len(probes) == 14
+    assert all(p.ok for p in probes), connectivity.report(probes)
+    assert node.ns.run(["sysctl", "-n", "net.ipv4.conf.cbr0.route_localnet"]).stdout.strip() == "1"
+    chains, elements = pod_chains_and_elements(node)
+    assert len(chains) == 1 and len(elements) == 4  # {ipv4, ipv6} x {tcp, udp}
+    assert a4 in ruleset(node) and a6 in ruleset(node)
+
+    node.remove_pod("a", conf)
+    assert pod_chains_and_elements(node) == ([], [])
+    gone = connectivity.probe(b.ns, NODE4, "tcp", port=HOST_PORT, timeout=1)
+    assert not gone.reached
+
+
+def test_without_snat_nothing_is_marked_and_pods_still_reach_the_port(node: Node) -> None:
+    conf = node.conf(conflist(snat=False))
+    a = node.add_pod("a", conf, capability_args=mappings())
+    b = node.add_pod("b", conf)
+    server = connectivity.serve(a.ns)
+    try:
+        seen = connectivity.probe(
+            b.ns, NODE4, "tcp", port=HOST_PORT, expected_source=b.addresses(4)[0]
+        )
+    finally:
+        server.stop()
+    assert seen.ok, seen
+    chain = pod_chains_and_elements(node)[0][0]
+    rules = node.ns.run(["nft", "list", "chain", "inet", "pycni", chain]).stdout
+    assert "dnat ip to" in rules and "mark set" not in rules
+
+
+def test_host_ip_limits_the_mapping_to_that_address(node: Node) -> None:
+    conf = node.conf(conflist())
+    a = node.add_pod("a", conf, capability_args=mappings(hostIP=NODE4))
+    b = node.add_pod("b", conf)
+    server = connectivity.serve(a.ns)
+    try:
+        via_node4 = connectivity.probe(b.ns, NODE4, "tcp", port=HOST_PORT)
+        via_gateway = connectivity.probe(b.ns, GW4, "tcp", port=HOST_PORT, timeout=1)
+    finally:
+        server.stop()
+    assert via_node4.ok or via_node4.reached, via_node4
+    assert not via_gateway.reached  # another node address: not forwarded
+    assert NODE6 not in ruleset(node)  # an IPv4 hostIP maps IPv4 only
+
+
+def test_a_claimed_host_port_is_refused_naming_the_pod_that_holds_it(node: Node) -> None:
+    conf = node.conf(conflist())
+    a = node.add_pod("a", conf, capability_args=mappings())
+    before = ruleset(node)
+    with pytest.raises(PluginError) as err:
+        node.add_pod("c", conf, capability_args=mappings())
+    assert err.value.code == 102
+    assert a.container_id in err.value.msg and "8080/tcp" in err.value.msg
+    assert ruleset(node) == before  # the refused pod left nothing, a's rules are untouched
+    node.add_pod("d", conf, capability_args=mappings(HOST_PORT + 1))  # another port is free
+
+
+def test_add_again_changes_nothing(bundle: Path, node: Node) -> None:
+    conf = node.conf(conflist())
+    a = node.add_pod("a", conf, capability_args=mappings())
+    before = ruleset(node)
+    request = {**conf["plugins"][1], "name": "kubenet", "cniVersion": "1.1.0"}
+    request.pop("capabilities")
+    request.update(runtimeConfig=mappings(), prevResult=a.result)
+    inv = invoke(
+        str(bundle / "pycni-portmap"),
+        "ADD",
+        container_id=a.container_id,
+        netns=a.ns.path,
+        ifname="eth0",
+        config=request,
+        in_netns=node.ns.path,
+    )
+    assert inv.exit_status == 0, inv.stdout
+    assert json.loads(inv.stdout) == a.result  # prevResult, passed through
+    assert ruleset(node) == before
+
+
+def test_a_stale_del_leaves_the_new_owner_of_the_port_alone(bundle: Path, node: Node) -> None:
+    conf = node.conf(conflist())
+    a = node.add_pod("a", conf, capability_args=mappings())
+    node.remove_pod("a", conf)
+    b = node.add_pod("b", conf, capability_args=mappings())
+    before = ruleset(node)
+    # a DEL of `a` again (a runtime retrying): succeeds, and b keeps the port
+    request = {**conf["plugins"][1], "name": "kubenet", "cniVersion": "1.1.0"}
+    request.pop("capabilities")
+    request["runtimeConfig"] = mappings()
+    inv = invoke(
+        str(bundle / "pycni-portmap"),
+        "DEL",
+        container_id=a.container_id,
+        netns="",
+        ifname="eth0",
+        config=request,
+        in_netns=node.ns.path,
+    )
+    assert (inv.exit_status, inv.stdout) == (0, b""), (inv.stdout, inv.stderr)
+    assert ruleset(node) == before and b.container_id
+
+
+def test_parallel_add_and_del_with_and_without_mappings_never_fail(node: Node) -> None:
+    """Pods with hostPorts and without, added and deleted all at once, each DEL twice."""
+    conf = node.conf(conflist())
+
+    def args(n: int) -> dict[str, Any]:
+        return {"capability_args": mappings(9000 + n)} if n % 2 == 0 else {}
+
+    def add(n: int) -> None:
+        node.add_pod(f"p{n}", conf, **args(n))
+
+    def delete(n: int) -> None:
+        pod = node.pods[f"p{n}"]
+        runtime = node.runtime()
+        for _ in range(2):  # a runtime's retry: DEL is idempotent
+            runtime.delete(conf, pod.container_id, pod.ns.path, "eth0", **args(n))
+
+    half = STRESS_PODS // 2
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(add, range(half)))
+        churn = [pool.submit(delete, n) for n in range(half)]
+        churn += [pool.submit(add, n) for n in range(half, STRESS_PODS)]
+        for future in churn:
+            future.result()  # raises the first failure
+    chains, elements = pod_chains_and_elements(node)
+    assert len(chains) == half // 2 and len(elements) == 4 * (half // 2)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(delete, range(half, STRESS_PODS)))
+    assert pod_chains_and_elements(node) == ([], [])
+    for n in range(STRESS_PODS):
+        node.pods.pop(f"p{n}").ns.delete()
+
+
+@pytest.mark.parametrize("version", versions.SUPPORTED)
+def test_every_verb(bundle: Path, node: Node, version: str) -> None:
+    conf = node.conf(conflist(version))
+    runtime = node.runtime()
+    pod = node.add_pod("a", conf, capability_args=mappings())
+    assert pod.result["cniVersion"] == version
+    assert [i["name"] for i in pod.result["interfaces"]][2] == "eth0"  # the bridge's, unchanged
+    cid = pod.container_id
+    if versions.at_least(version, "0.4.0"):
+        runtime.check(conf, cid, pod.ns.path, "eth0", capability_args=mappings())
+        chain = pod_chains_and_elements(node)[0][0]
+        node.ns.run(
+            ["nft", "delete", "element", "inet", "pycni", "hostports", "{ ipv4 . udp . 8080 }"]
+        )
+        with pytest.raises(PluginError) as err:
+            runtime.check(conf, cid, pod.ns.path, "eth0", capability_args=mappings())
+        assert err.value.code == 104 and "8080/udp" in err.value.msg
+        node.ns.run(["nft", "flush", "chain", "inet", "pycni", chain])
+        node.ns.run(
+            ["nft", "add", "element", "inet", "pycni", "hostports",
+             f"{{ ipv4 . udp . 8080 : jump {chain} }}"]
+        )  # fmt: skip
+        # every DNAT right but IPv4 UDP's, whose port is a prefix of the right one
+        port = connectivity.PORT
+        (a4,), (a6,) = pod.addresses(4), pod.addresses(6)
+        for rule in (
+            f"meta nfproto ipv4 tcp dport 8080 dnat ip to {a4}:{port}",
+            f"meta nfproto ipv6 tcp dport 8080 dnat ip6 to [{a6}]:{port}",
+            f"meta nfproto ipv6 udp dport 8080 dnat ip6 to [{a6}]:{port}",
+            f"meta nfproto ipv4 udp dport 8080 dnat ip to {a4}:{str(port)[:-1]}",
+        ):
+            node.ns.run(["nft", f"add rule inet pycni {chain} {rule}"])
+        with pytest.raises(PluginError) as err:
+            runtime.check(conf, cid, pod.ns.path, "eth0", capability_args=mappings())
+        assert err.value.code == 104 and "DNAT" in err.value.msg and "8080/udp" in err.value.msg
+        node.ns.run(["nft", f"add rule inet pycni {chain} meta nfproto ipv4 udp dport 8080"
+                     f" dnat ip to {a4}:{port}"])  # fmt: skip
+        runtime.check(conf, cid, pod.ns.path, "eth0", capability_args=mappings())
+    request = {**conf["plugins"][1], "name": "kubenet", "cniVersion": version}
+    request.pop("capabilities")
+    if versions.at_least(version, "1.1.0"):
+        # GC of another network, or with `a` listed, keeps its rules; an empty list removes them
+        listed = [{"containerID": cid, "ifname": "eth0"}]
+        for network, valid, left in (("other", [], 1), ("kubenet", listed, 1), ("kubenet", [], 0)):
+            inv = invoke(
+                str(bundle / "pycni-portmap"),
+                "GC",
+                config={**request, "name": network, "cni.dev/valid-attachments": valid},
+                in_netns=node.ns.path,
+            )
+            assert (inv.exit_status, inv.stdout) == (0, b""), (inv.stdout, inv.stderr)
+            assert len(pod_chains_and_elements(node)[0]) == left
+        inv = invoke(str(bundle / "pycni-portmap"), "STATUS", config=request, in_netns=node.ns.path)
+        assert inv.exit_status == 0
+    node.remove_pod("a", conf)
+    assert pod_chains_and_elements(node) == ([], [])
+    for netns in (pod.ns.path, ""):  # DEL again, and with the netns gone: both succeed
+        inv = invoke(
+            str(bundle / "pycni-portmap"),
+            "DEL",
+            container_id=cid,
+            netns=netns,
+            ifname="eth0",
+            config={**request, "runtimeConfig": mappings()},
+            in_netns=node.ns.path,
+        )
+        assert (inv.exit_status, inv.stdout) == (0, b""), inv.stdout
+
+
+@pytest.mark.parametrize(
+    ("keys", "runtime_config", "path"),
+    [
+        ({"markMasqBit": 32}, mappings(), "$.markMasqBit"),
+        ({"externalSetMarkChain": "KUBE-MARK-MASQ"}, mappings(), "$.externalSetMarkChain"),
+        ({"conditionsV4": ["!", "-d", "192.0.2.0/24"]}, mappings(), "$.conditionsV4"),
+        ({"backend": "iptables"}, mappings(), "$.backend"),
+        ({}, {"portMappings": [{"hostPort": 0, "containerPort": 80}]}, "hostPort"),
+        ({}, {"portMappings": ICMP}, "protocol"),
+        ({}, {"portMappings": [{"hostPort": 80, "containerPort": 80, "hostIP": "x"}]}, "hostIP"),
+        ({}, {"portMappings": [{"containerPort": 80}]}, "hostPort"),
+    ],
+)  # fmt: skip
+def test_bad_config_names_the_field(
+    bundle: Path, keys: dict[str, Any], runtime_config: dict[str, Any], path: str
+) -> None:
+    config = {
+        "cniVersion": "1.1.0",
+        "name": "kubenet",
+        "type": "pycni-portmap",
+        "runtimeConfig": runtime_config,
+        "prevResult": {"cniVersion": "1.1.0", "ips": [{"address": "10.61.0.2/24"}]},
+        **keys,
+    }
+    inv = invoke(
+        str(bundle / "pycni-portmap"),
+        "ADD",
+        container_id="c1",
+        netns="/proc/self/ns/net",
+        ifname="eth0",
+        config=config,
+    )
+    error = json.loads(inv.stdout)
+    assert inv.exit_status == 1 and error["code"] == 7 and path in error["msg"], error
+
+
+def test_add_needs_the_previous_result(bundle: Path) -> None:
+    config = {"cniVersion": "1.0.0", "name": "n", "type": "pycni-portmap"}
+    inv = invoke(
+        str(bundle / "pycni-portmap"),
+        "ADD",
+        container_id="c1",
+        netns="/proc/self/ns/net",
+        ifname="eth0",
+        config=config,
+    )
+    error = json.loads(inv.stdout)
+    assert error["code"] == 7 and "prevResult" in error["msg"]
+
+
+def test_a_del_without_mappings_does_no_netfilter_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither nft is started nor a netlink socket opened (the seams the plugin reaches the
+    firewall through), whatever the prevResult holds."""
+    touched: list[str] = []
+    monkeypatch.setattr(spawn, "run", lambda *a, **k: touched.append("spawn"))
+    monkeypatch.setattr(masquerade, "chain_comment", touched.append)
+    prev = {"cniVersion": "1.1.0", "ips": [{"address": "10.61.0.2/24"}]}
+    runtime_configs: list[dict[str, Any]] = [{}, {"portMappings": []}]
+    for runtime_config in runtime_configs:
+        config = {"cniVersion": "1.1.0", "name": "n", "type": "pycni-portmap", "prevResult": prev}
+        config["runtimeConfig"] = runtime_config
+        env = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0"}
+        out = io.BytesIO()
+        status = skel.run(
+            portmap,
+            env=env,
+            stdin=io.BytesIO(json.dumps(config).encode()),
+            stdout=out,
+            stderr=io.StringIO(),
+        )
+        assert (status, out.getvalue()) == (0, b"")
+    assert touched == []
+
+
+# Checks that hold several pods of one conflist at once: the suite gives every pod the same
+# capability args, and a hostPort serves one pod per node (the second ADD is refused, code 102).
+MULTI_POD_CHECKS = ("add.parallel", "gc.unlisted", "gc.empty-list", "k8s.pod-to-pod")
+
+
+def test_conformance_with_portmap_chained(bundle: Path, tmp_path: Path) -> None:
+    from pycni.conformance import checks, runner
+    from pycni.conformance.checks import Verdict
+
+    conf = json.loads(
+        (Path(__file__).parents[2] / "conf" / "examples" / "10-pycni-bridge.conflist").read_text()
+    )
+    conf["plugins"][0]["ipam"]["dataDir"] = str(tmp_path / "ipam")
+    conf["plugins"].append({"type": "pycni-portmap", "capabilities": {"portMappings": True}})
+    plain = runner.run_suite([str(bundle)], conf)  # pods without hostPorts: pass-through
+    single = [c.id for c in checks.CHECKS if c.id not in MULTI_POD_CHECKS]
+    mapped = runner.run_suite([str(bundle)], conf, only=single, capability_args=mappings())
+    for report in (plain, mapped):
+        print(runner.render_table(report))
+        failed = {r.id: r.detail for r in report.results if r.verdict != Verdict.PASS}
+        assert not failed
+    assert len(plain.results) == len(checks.CHECKS)
+    assert len(mapped.results) == len(checks.CHECKS) - len(MULTI_POD_CHECKS)
+
+
+def test_kind_ingress_recipe_hostports_80_and_443_behind_the_node_address(bundle: Path) -> None:
+    """kind's ingress set-up, as far as it exists here: the ingress controller's pod binds
+    hostPorts 80 and 443 on a node of the docker network (the underlay, 172.18.0.0/16), where
+    kind's `extraPortMappings` send the host's ports 80/443 (that last DNAT is docker's). Reached
+    from the underlay (the docker host) and from a pod on another node, over the overlay."""
+    from pycni.cluster import Cluster
+
+    with Cluster.create(2, bundle) as cluster:
+        node1, node2 = cluster.nodes["node1"], cluster.nodes["node2"]
+        confs = {}
+        for member in (node1, node2):
+            conf = cluster.conflist(member)
+            conf["plugins"].append(
+                {"type": "pycni-portmap", "capabilities": {"portMappings": True}}
+            )
+            confs[member.name] = member.node.conf(conf)
+        ingress_ports = {"portMappings": [
+            {"hostPort": 80, "containerPort": 18080, "protocol": "TCP"},
+            {"hostPort": 443, "containerPort": 18443, "protocol": "TCP"},
+        ]}  # fmt: skip
+        ingress = node1.node.add_pod("ingress", confs["node1"], capability_args=ingress_ports)
+        client = node2.node.add_pod("client", confs["node2"])
+        servers = [connectivity.serve(ingress.ns, port) for port in (18080, 18443)]
+        try:
+            probes = [
+                connectivity.probe(
+                    source, node1.ip, "tcp", port=port, expected_source=seen, name=who
+                )
+                for who, source, seen in (
+                    ("docker host", cluster.underlay, "172.18.0.1"),
+                    ("pod on node2", client.ns, client.addresses(4)[0]),
+                )
+                for port in (80, 443)
+            ]
+        finally:
+            for server in servers:
+                server.stop()
+        assert all(p.ok for p in probes), connectivity.report(probes)
+
+
+# --- the config schema: the generated validator and jsonschema agree --------------------------
+
+PORTMAP_DOC: dict[str, Any] = {
+    "cniVersion": "1.1.0",
+    "name": "kubenet",
+    "type": "pycni-portmap",
+    "snat": True,
+    "markMasqBit": 13,
+    "runtimeConfig": {
+        "portMappings": [{"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": ""}]
+    },
+}
+PORTMAP_PATHS = [
+    ("snat",),
+    ("markMasqBit",),
+    ("backend",),
+    ("conditionsV4",),
+    ("externalSetMarkChain",),
+    ("runtimeConfig",),
+    ("runtimeConfig", "portMappings"),
+    ("runtimeConfig", "portMappings", 0),
+    ("runtimeConfig", "portMappings", 0, "hostPort"),
+    ("runtimeConfig", "portMappings", 0, "containerPort"),
+    ("runtimeConfig", "portMappings", 0, "protocol"),
+    ("runtimeConfig", "portMappings", 0, "hostIP"),
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(PORTMAP_PATHS), json_values | st.sampled_from(INTERESTING_STRINGS))
+def test_portmap_validators_agree(path: tuple[Any, ...], value: object) -> None:
+    from pycni import validate
+    from pycni.validators import portmap as generated
+    from tests.test_schema_validators import assert_same_verdict
+
+    doc = copy.deepcopy(PORTMAP_DOC)
+    node: Any = doc
+    for step in path[:-1]:
+        node = node.setdefault(step, {}) if isinstance(step, str) else node[step]
+    node[path[-1]] = value
+    assert_same_verdict((generated.validate, validate.validator("portmap")), doc)
