@@ -7,7 +7,7 @@
 #
 # Sets the machine up with packaging/setup.sh when something the benchmark needs is missing
 # (the Go reference plugins, iperf3, nft, .venv with the `bench` extra: matplotlib), builds
-# the frozen bundle when dist/ has none, then runs `python -m bench` (bench/run.py) with the
+# the frozen bundle when dist/ has none or the sources are newer, then runs `python -m bench` (bench/run.py) with the
 # arguments given. A full run takes a few minutes; it never fails on a figure.
 set -euo pipefail
 
@@ -23,8 +23,14 @@ if ! ready; then
     echo "==> packaging/setup.sh (something the benchmark needs is missing)"
     bash packaging/setup.sh
 fi
-if [[ ! -x dist/cni/bin/pycni-bridge ]]; then
+bundle=dist/cni/bin/pycni-bridge
+if [[ ! -x $bundle ]]; then
     echo "==> packaging/build.sh (no frozen bundle in dist/)"
+    packaging/build.sh
+elif newer=$(find pycni/ plugins/ ipam/ conf/ packaging/ -newer "$bundle" -type f \
+    -not -path '*/__pycache__/*' -print -quit) &&
+    [[ -n $newer ]]; then
+    echo "==> packaging/build.sh (the bundle is older than $newer)"
     packaging/build.sh
 fi
 echo "==> python -m bench $*"
