@@ -144,7 +144,7 @@ def cmd_add(call: Call, conf: BandwidthConf) -> Result:
     prev = _prev_result(call)
     if conf.ingress is None and conf.egress is None:
         return prev
-    with Rollback() as undo, Rtnl() as host:
+    with Rtnl() as host, Rollback() as undo:  # undo needs the socket open
         host_veth = find_host_veth(host, call, prev)
         for shaping in (conf.ingress, conf.egress):
             _check_burst_fits_a_packet(shaping, host_veth)

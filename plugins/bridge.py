@@ -93,7 +93,8 @@ def parse_config(call: Call) -> BridgeConf:
 
 
 def cmd_add(call: Call, conf: BridgeConf) -> Result:
-    with Rollback() as undo, Rtnl() as host:
+    # Rollback inside Rtnl: the undo steps use the socket, so it must close after them.
+    with Rtnl() as host, Rollback() as undo:
         bridge = ensure_bridge(host, conf)
         ipam = _ipam_add(call)
         undo.push(delegate.ipam, call, "DEL")
@@ -120,7 +121,7 @@ def cmd_del(call: Call, conf: BridgeConf) -> None:
     except CniError as err:
         failures.append(f"IPAM: {err}")
     try:
-        _remove_veth(call)
+        remove_veth(call)
     except CniError as err:
         failures.append(str(err))
     if failures:
@@ -146,7 +147,7 @@ def cmd_check(call: Call, conf: BridgeConf) -> None:
         if veth.master != bridge.index:
             _drift(f"host veth '{host_name}' is not on bridge '{conf.bridge}'")
         expected_mtu = conf.mtu or bridge.mtu
-    with _pod_netns(call) as pod:
+    with pod_netns(call) as pod:
         link = pod.find_link(call.ifname)
         if link is None:
             _drift(f"interface '{call.ifname}' is missing in {call.netns}")
@@ -255,7 +256,7 @@ def attach_pod(host: Rtnl, call: Call, bridge: Link, conf: BridgeConf) -> Link:
 
 def configure_pod(call: Call, ips: list[IPConfig], routes: list[Route], conf: BridgeConf) -> Link:
     """Inside the pod: addresses (no IPv6 DAD wait), the link up, the routes."""
-    with _pod_netns(call) as pod:
+    with pod_netns(call) as pod:
         link = pod.get_link(call.ifname)
         for ip in ips:
             pod.add_address(link.index, ip.address, nodad=True)
@@ -351,11 +352,11 @@ def _result(
     )
 
 
-def _remove_veth(call: Call) -> None:
+def remove_veth(call: Call) -> None:
     """Delete the pair from the pod's side if its namespace is there, else the host end."""
     try:
         if call.netns:
-            with _pod_netns(call) as pod:
+            with pod_netns(call) as pod:
                 pod.delete_link(call.ifname, missing_ok=True)
                 return
     except NotFound:
@@ -367,7 +368,7 @@ def _remove_veth(call: Call) -> None:
         pass
 
 
-class _pod_netns:  # noqa: N801 - reads as a function at the call site
+class pod_netns:  # noqa: N801 - reads as a function at the call site
     """An Rtnl inside the pod's namespace; a namespace that vanished is code 3 (for ADD/CHECK)
     or NotFound (which DEL treats as done)."""
 

@@ -21,10 +21,11 @@ drift repaired. Unchanged, it costs five netlink round trips; every ADD runs it.
 
 from __future__ import annotations
 
-from pycni import delegate
+from pycni import delegate, peers
 from pycni.errors import CniError, Code, ConfigError
 from pycni.ip import IP, Prefix
 from pycni.netlink import NetlinkExists, Rtnl
+from pycni.peers import Peer, PeerSource, Underlay
 from pycni.plugins import bridge
 from pycni.record import Record
 from pycni.result import DNS, Result, parse_prefix
@@ -44,19 +45,6 @@ _RTN_UNICAST = 1
 _RTPROT_KERNEL = 2
 
 
-class Peer(Record):
-    """A remote node: where its VXLAN packets go, and the pod CIDRs behind it."""
-
-    __slots__ = ("name", "node_ip", "path", "pod_cidrs")
-    name: str
-    node_ip: IP
-    pod_cidrs: list[Prefix]
-    path: str  # where the config gave it, e.g. "$.peers[1]"
-
-    def __init__(self, name: str, node_ip: IP, pod_cidrs: list[Prefix], path: str = "") -> None:
-        self._init(name=name, node_ip=node_ip, pod_cidrs=pod_cidrs, path=path)
-
-
 class VxlanConf(Record):
     __slots__ = (
         "bridge",
@@ -67,8 +55,7 @@ class VxlanConf(Record):
         "mtu",
         "network",
         "non_masquerade",
-        "peers",
-        "peers_file",
+        "peer_source",
         "pod_cidrs",
         "port",
         "repair",
@@ -84,8 +71,7 @@ class VxlanConf(Record):
     ip_masq: bool
     non_masquerade: list[Prefix]
     repair: bool
-    peers: list[Peer] | None  # inline; None: from peers_file
-    peers_file: str | None
+    peer_source: PeerSource  # inline `peers`, or `peersFile`
     pod_cidrs: list[Prefix]  # this node's, from the IPAM config
     dns: DNS | None
 
@@ -97,17 +83,6 @@ class VxlanConf(Record):
         return f"pycni.{self.vni}"
 
 
-class Underlay(Record):
-    """This node's side of the underlay: its address and the link that holds it."""
-
-    __slots__ = ("link", "local_ip")
-    local_ip: IP
-    link: Link
-
-    def __init__(self, local_ip: IP, link: Link) -> None:
-        self._init(local_ip=local_ip, link=link)
-
-
 def parse_config(call: Call) -> VxlanConf:
     return parse_conf(call.config)
 
@@ -117,11 +92,7 @@ def parse_conf(c: dict[str, object]) -> VxlanConf:
     schema.validate(c)
     raw_dns = c.get("dns")
     dns = Result.from_json({"dns": raw_dns}, "$").dns if isinstance(raw_dns, dict) else None
-    pod_cidrs = _pod_cidrs(c.get("ipam"))
-    peers = None
-    raw_peers = c.get("peers")
-    if isinstance(raw_peers, list):
-        peers = _parse_peers(raw_peers, "$.peers", pod_cidrs)
+    pod_cidrs = peers.pod_cidrs(c.get("ipam"))
     local = c.get("localIP")
     vni, port, mtu = c.get("vni"), c.get("port"), c.get("mtu")
     return VxlanConf(
@@ -138,8 +109,7 @@ def parse_conf(c: dict[str, object]) -> VxlanConf:
             for n, text in enumerate(_list(c.get("nonMasqueradeCIDRs")))
         ],
         repair=bool(c.get("repair")),
-        peers=peers,
-        peers_file=c.get("peersFile") if isinstance(c.get("peersFile"), str) else None,
+        peer_source=peers.parse_source(c, schema.check_peer),
         pod_cidrs=pod_cidrs,
         dns=dns if dns is not None and not dns.is_empty() else None,
     )
@@ -151,8 +121,7 @@ def parse_conf(c: dict[str, object]) -> VxlanConf:
 def cmd_add(call: Call, conf: VxlanConf) -> Result:
     with Rtnl() as host:
         underlay = find_underlay(host, conf)
-        peers = load_peers(conf)
-        reconcile_overlay(host, conf, underlay, peers)
+        reconcile_overlay(host, conf, underlay, load_peers(conf))
         attachment = bridge_conf(conf, underlay)
     # the pod, on the node bridge: pycni-bridge's ADD, with the overlay's MTU
     return bridge.cmd_add(call, attachment)
@@ -167,8 +136,7 @@ def cmd_check(call: Call, conf: VxlanConf) -> None:
     with Rtnl() as host:
         underlay = find_underlay(host, conf)
         attachment = bridge_conf(conf, underlay)
-        peers = load_peers(conf)
-        drift = reconcile_overlay(host, conf, underlay, peers, dry_run=True)
+        drift = reconcile_overlay(host, conf, underlay, load_peers(conf), dry_run=True)
     if drift:
         raise CniError(Code.CHECK_FAILED, f"check failed: overlay: {'; '.join(drift)}")
     bridge.cmd_check(call, attachment)
@@ -202,12 +170,17 @@ def reconcile(conf: VxlanConf) -> list[str]:
 
 
 def reconcile_overlay(
-    host: Rtnl, conf: VxlanConf, underlay: Underlay, peers: list[Peer], *, dry_run: bool = False
+    host: Rtnl,
+    conf: VxlanConf,
+    underlay: Underlay,
+    peer_set: list[Peer],
+    *,
+    dry_run: bool = False,
 ) -> list[str]:
     """The device, its address, and per peer a route, a neighbour and an FDB entry; anything
     else on the device goes. With `dry_run`, only say what differs."""
-    peers = [p for p in peers if p.node_ip != underlay.local_ip]  # a shared list names us too
-    _check_overlaps(conf, peers)
+    remote = peers.others(peer_set, underlay.local_ip)  # a shared list names us too
+    peers.check_overlaps(conf.pod_cidrs, remote)
     changes: list[str] = []
     device = ensure_vxlan(host, conf, underlay, changes, dry_run=dry_run)
     if device is None:  # dry run, no device
@@ -216,11 +189,11 @@ def reconcile_overlay(
     # the device's own address: our pod CIDR's network address, the source of node->pod
     # packets, so that replies come back through the overlay
     _sync_addresses(step, conf)
-    _sync_routes(step, {cidr: vtep_address(cidr) for p in peers for cidr in p.pod_cidrs})
+    _sync_routes(step, {cidr: vtep_address(cidr) for p in remote for cidr in p.pod_cidrs})
     _sync_neighbours(
-        step, {vtep_address(cidr): vtep_mac(p.node_ip) for p in peers for cidr in p.pod_cidrs}
+        step, {vtep_address(cidr): vtep_mac(p.node_ip) for p in remote for cidr in p.pod_cidrs}
     )
-    _sync_fdb(step, {vtep_mac(p.node_ip): p.node_ip for p in peers})
+    _sync_fdb(step, {vtep_mac(p.node_ip): p.node_ip for p in remote})
     return changes
 
 
@@ -357,62 +330,16 @@ def ensure_vxlan(
 def find_underlay(host: Rtnl, conf: VxlanConf) -> Underlay:
     """`localIP` and the link that holds it; else the first global address on the interface
     of the default route (IPv4 first)."""
-    if conf.local_ip is not None:
-        for address in host.addresses():
-            if address.prefix.ip == conf.local_ip:
-                return Underlay(conf.local_ip, host.get_link(address.index))
-        raise CniError(
-            Code.NOT_AVAILABLE, f"no link on this node holds localIP {conf.local_ip}", "$.localIP"
-        )
-    for version in (4, 6):
-        for route in host.routes():
-            if route.dst.version != version or route.dst.length or route.oif is None:
-                continue
-            for address in host.addresses(route.oif):
-                if address.prefix.version == version and address.scope == 0:
-                    return Underlay(address.prefix.ip, host.get_link(route.oif))
-    raise CniError(
-        Code.NOT_AVAILABLE,
-        "no underlay address: the node has no default route with an address on its interface",
-        "set localIP, or give the node a default route",
-    )
+    return peers.find_underlay(host, conf.local_ip)
 
 
 def load_peers(conf: VxlanConf) -> list[Peer]:
-    """The peer set: `peers`, or the list in `peersFile` (read now: it changes as nodes come
-    and go). A missing file is 11 (try again later: the agent has not written it yet)."""
-    if conf.peers is not None:
-        return conf.peers
-    problem = peer_source_problem(conf)
-    if problem is not None:
-        raise CniError(Code.TRY_AGAIN_LATER, problem)
-    assert conf.peers_file is not None
-    from pycni import jsonio
-
-    try:
-        with open(conf.peers_file, "rb") as f:
-            raw = jsonio.loads(f.read())
-    except OSError as err:
-        raise CniError(
-            Code.TRY_AGAIN_LATER, f"failed to read peersFile '{conf.peers_file}': {err.strerror}"
-        ) from None
-    except jsonio.JSONError as err:
-        raise ConfigError("$.peersFile", f"'{conf.peers_file}' is not valid JSON: {err}") from None
-    if not isinstance(raw, list):
-        raise ConfigError("$.peersFile", f"'{conf.peers_file}' must hold a JSON list of peers")
-    return _parse_peers(raw, "$.peersFile", conf.pod_cidrs)
+    """The peer set, from `peers` or `peersFile` (pycni.peers.load)."""
+    return peers.load(conf.peer_source, schema.check_peer)
 
 
 def peer_source_problem(conf: VxlanConf) -> str | None:
-    if conf.peers is not None:
-        return None
-    if conf.peers_file is None:
-        return "no peer source: the config has neither peers nor peersFile"
-    import os
-
-    if not os.path.exists(conf.peers_file):
-        return f"no peer source: peersFile '{conf.peers_file}' does not exist (yet)"
-    return None
+    return peers.source_problem(conf.peer_source)
 
 
 def vtep_mac(node_ip: IP) -> str:
@@ -480,46 +407,6 @@ def _vxlan_differences(device: Link, conf: VxlanConf, underlay: Underlay) -> str
     if info.local != underlay.local_ip:
         out.append(f"local {info.local}, config wants {underlay.local_ip}")
     return ", ".join(out)
-
-
-def _pod_cidrs(ipam: object) -> list[Prefix]:
-    """The node's pod CIDRs: host-local's range subnets (or its legacy `subnet`)."""
-    out: list[Prefix] = []
-    if isinstance(ipam, dict):
-        for n, range_set in enumerate(_list(ipam.get("ranges"))):
-            for m, item in enumerate(_list(range_set)):
-                if isinstance(item, dict) and isinstance(item.get("subnet"), str):
-                    out.append(parse_prefix(item["subnet"], f"$.ipam.ranges[{n}][{m}].subnet"))
-        if not out and isinstance(ipam.get("subnet"), str):
-            out.append(parse_prefix(ipam["subnet"], "$.ipam.subnet"))
-    if not out:
-        raise ConfigError("$.ipam.ranges", "must give the node's pod CIDR as a range's subnet")
-    return [cidr.masked() for cidr in out]
-
-
-def _parse_peers(raw: list[object], path: str, ours: list[Prefix]) -> list[Peer]:
-    peers = []
-    for n, item in enumerate(raw):
-        schema.check_peer(item, f"{path}[{n}]")
-        assert isinstance(item, dict)
-        cidrs = [
-            parse_prefix(text, f"{path}[{n}].podCIDRs[{m}]").masked()
-            for m, text in enumerate(item["podCIDRs"])
-        ]
-        node_ip = IP.parse(item["nodeIP"])
-        peers.append(Peer(str(item.get("name") or node_ip), node_ip, cidrs, f"{path}[{n}]"))
-    return peers
-
-
-def _check_overlaps(conf: VxlanConf, peers: list[Peer]) -> None:
-    for peer in peers:
-        for m, cidr in enumerate(peer.pod_cidrs):
-            for own in conf.pod_cidrs:
-                if cidr.overlaps(own):
-                    raise ConfigError(
-                        f"{peer.path}.podCIDRs[{m}]",
-                        f"peer '{peer.name}' pod CIDR {cidr} overlaps this node's {own}",
-                    )
 
 
 def _list(value: object) -> list[object]:

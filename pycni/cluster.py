@@ -8,12 +8,20 @@ host's own interfaces are never touched):
   172.18.0.<i+2>/16 and a default route via the gateway, so "the interface of the default
   route" exists on each node as on a kind node. `underlay_mtu` sets the MTU of the whole
   underlay (e.g. 1400, a cloud VPC's);
+- with `subnets=2` (or more) the underlay namespace is also a router between subnets: subnet s
+  is a bridge of its own (`underlay` for 0, `underlay<s>` after) with 172.<18+s>.0.1/16, node i
+  joins subnet i % subnets with 172.<18+s>.0.<i+2>/16 and its default route via that gateway,
+  and the underlay namespace forwards between them — nodes behind a router, as in two VPC
+  subnets or racks; what pycni-ipip's CrossSubnet tells apart;
 - pod CIDRs are cut from the cluster CIDR as the controller manager's node IPAM does: node i
   gets the i-th /24 of 10.244.0.0/16 (10.244.0.0/24 for the first);
 - each node is a pycni.testbed.Node: its own state, cache, conf and data dirs, its pods added
   through pycni.runtime exactly as containerd adds them.
 
-`conflist(node)` is the pycni-vxlan network of a node; `publish_peers()` writes the peer set
+`datapath` chooses the network every node runs: "vxlan" (pycni-vxlan, network "overlay", extra
+settings in `vxlan`) or "ipip" (pycni-ipip, network "routed", `encapsulation` Always,
+CrossSubnet or Never, extra settings in `ipip`). `conflist(node)` is that network of a node;
+`publish_peers()` writes the peer set
 (every node: name, underlay IP, pod CIDRs — what `kubectl get nodes` shows) to each node's
 peers file, as an agent watching Node objects would. `destroy()` removes every namespace and
 directory, and keeps going past failures.
@@ -40,7 +48,19 @@ CLUSTER_CIDR = "10.244.0.0/16"  # kind's podSubnet
 NODE_CIDR_LENGTH = 24  # the controller manager's --node-cidr-mask-size for IPv4
 UNDERLAY_CIDR = "172.18.0.0/16"  # kind's docker network
 UNDERLAY_BRIDGE = "underlay"
-NETWORK = "overlay"
+NETWORK = "overlay"  # the vxlan datapath's network
+ROUTED_NETWORK = "routed"  # the ipip datapath's
+DATAPATHS = ("vxlan", "ipip")
+
+
+def underlay_cidr(subnet: int) -> str:
+    """The underlay subnet `subnet`: 172.18.0.0/16 (kind's docker network), 172.19.0.0/16, ..."""
+    return f"172.{18 + subnet}.0.0/16"
+
+
+def underlay_bridge(subnet: int) -> str:
+    """The bridge of underlay subnet `subnet` in the underlay namespace."""
+    return UNDERLAY_BRIDGE if subnet == 0 else f"{UNDERLAY_BRIDGE}{subnet}"
 
 
 @dataclass
@@ -52,6 +72,7 @@ class ClusterNode:
     ip: str
     pod_cidr: str
     port: str  # its veth in the underlay namespace
+    subnet: int = 0  # which underlay subnet (see underlay_cidr)
 
     @property
     def name(self) -> str:
@@ -66,6 +87,11 @@ class ClusterNode:
         """The pod CIDR's gateway: the address the node bridge holds."""
         return str(ip_network(self.pod_cidr)[1])
 
+    @property
+    def underlay_bridge(self) -> str:
+        """The bridge of its underlay subnet, in the underlay namespace (where to capture)."""
+        return underlay_bridge(self.subnet)
+
 
 @dataclass
 class Cluster:
@@ -75,6 +101,9 @@ class Cluster:
     underlay_mtu: int | None = None
     vxlan: dict[str, Any] = field(default_factory=dict)  # extra pycni-vxlan settings
     nodes: dict[str, ClusterNode] = field(default_factory=dict)
+    datapath: str = "vxlan"  # or "ipip"
+    ipip: dict[str, Any] = field(default_factory=dict)  # pycni-ipip settings (encapsulation)
+    subnets: int = 1
     _next_index: int = 0
 
     @classmethod
@@ -86,19 +115,43 @@ class Cluster:
         cluster_cidr: str = CLUSTER_CIDR,
         underlay_mtu: int | None = None,
         vxlan: dict[str, Any] | None = None,
+        datapath: str = "vxlan",
+        encapsulation: str = "Always",
+        ipip: dict[str, Any] | None = None,
+        subnets: int = 1,
     ) -> Cluster:
-        """The underlay and `node_count` nodes named node1, node2, ... (peers published)."""
+        """The underlay (`subnets` subnets, routed between) and `node_count` nodes named
+        node1, node2, ... (peers published). `datapath` "ipip" runs pycni-ipip with
+        `encapsulation` (and any other settings in `ipip`) instead of pycni-vxlan."""
+        if datapath not in DATAPATHS:
+            raise ValueError(f"datapath {datapath!r}: expected one of {DATAPATHS}")
+        if not 1 <= subnets <= 8:
+            raise ValueError(f"subnets {subnets}: expected 1 to 8")
         underlay = netns_mod.create("underlay")
         bins = Path(bin_dir).resolve()
-        cluster = cls(underlay, bins, cluster_cidr, underlay_mtu, dict(vxlan or {}))
+        settings = {"encapsulation": encapsulation, **(ipip or {})}
+        cluster = cls(
+            underlay,
+            bins,
+            cluster_cidr,
+            underlay_mtu,
+            dict(vxlan or {}),
+            datapath=datapath,
+            ipip=settings,
+            subnets=subnets,
+        )
         try:
             underlay.ip("link", "set", "lo", "up")
-            underlay.ip("link", "add", UNDERLAY_BRIDGE, "type", "bridge")
-            gateway = IPv4Network(UNDERLAY_CIDR)[1]
-            underlay.ip("addr", "add", f"{gateway}/16", "dev", UNDERLAY_BRIDGE)
-            if underlay_mtu is not None:
-                underlay.ip("link", "set", UNDERLAY_BRIDGE, "mtu", str(underlay_mtu))
-            underlay.ip("link", "set", UNDERLAY_BRIDGE, "up")
+            for subnet in range(subnets):
+                bridge = underlay_bridge(subnet)
+                underlay.ip("link", "add", bridge, "type", "bridge")
+                gateway = IPv4Network(underlay_cidr(subnet))[1]
+                underlay.ip("addr", "add", f"{gateway}/16", "dev", bridge)
+                if underlay_mtu is not None:
+                    underlay.ip("link", "set", bridge, "mtu", str(underlay_mtu))
+                underlay.ip("link", "set", bridge, "up")
+            if subnets > 1:  # the underlay namespace routes between its subnets
+                underlay.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
             for _ in range(node_count):
                 cluster.add_node(publish=False)
             cluster.publish_peers()
@@ -107,17 +160,23 @@ class Cluster:
             raise
         return cluster
 
-    def add_node(self, name: str | None = None, *, publish: bool = True) -> ClusterNode:
-        """A new node on the underlay with the next free pod CIDR. With `publish`, every
-        node's peers file is rewritten (no reconcile is run: that is the caller's step)."""
+    def add_node(
+        self, name: str | None = None, *, publish: bool = True, subnet: int | None = None
+    ) -> ClusterNode:
+        """A new node on the underlay with the next free pod CIDR, in underlay subnet
+        `subnet` (default: the node's index modulo `subnets`). With `publish`, every node's
+        peers file is rewritten (no reconcile is run: that is the caller's step)."""
         index = self._next_index
+        subnet = index % self.subnets if subnet is None else subnet
+        if not 0 <= subnet < self.subnets:
+            raise ValueError(f"subnet {subnet}: the cluster has {self.subnets}")
         self._next_index += 1
         name = name or f"node{index + 1}"
         pod_cidr = self._pod_cidr(index)
-        underlay_net = IPv4Network(UNDERLAY_CIDR)
+        underlay_net = IPv4Network(underlay_cidr(subnet))
         ip = str(underlay_net[index + 2])
         node = Node.create(name, self.bin_dir, reference_dir=REFERENCE_DIR)
-        member = ClusterNode(node, index, ip, pod_cidr, f"port{index}")
+        member = ClusterNode(node, index, ip, pod_cidr, f"port{index}", subnet)
         self.nodes[name] = member
         u = self.underlay
         u.ip(
@@ -132,7 +191,7 @@ class Cluster:
             "netns",
             node.ns.name,
         )
-        u.ip("link", "set", member.port, "master", UNDERLAY_BRIDGE)
+        u.ip("link", "set", member.port, "master", member.underlay_bridge)
         mtu = ["mtu", str(self.underlay_mtu)] if self.underlay_mtu is not None else []
         u.ip("link", "set", member.port, *mtu, "up")
         node.ns.ip("addr", "add", f"{ip}/{underlay_net.prefixlen}", "dev", "eth0")
@@ -156,8 +215,13 @@ class Cluster:
         if publish:
             self.publish_peers()
 
+    @property
+    def network(self) -> str:
+        """The name of the network every node runs: "overlay" (vxlan) or "routed" (ipip)."""
+        return ROUTED_NETWORK if self.datapath == "ipip" else NETWORK
+
     def peers(self) -> list[dict[str, Any]]:
-        """Every node as pycni-vxlan's peers list names it."""
+        """Every node as the peers list (pycni-vxlan's and pycni-ipip's) names it."""
         return [
             {"name": m.name, "nodeIP": m.ip, "podCIDRs": [m.pod_cidr]} for m in self.nodes.values()
         ]
@@ -172,20 +236,20 @@ class Cluster:
             os.replace(tmp, member.peers_file)
 
     def conflist(self, member: ClusterNode, version: str = "1.1.0") -> dict[str, Any]:
-        """The node's pycni-vxlan network (written to its conf dir): its pod CIDR to
-        host-local, its peers file."""
+        """The node's network (written to its conf dir): pycni-vxlan or pycni-ipip with its
+        pod CIDR to host-local, its peers file, and the datapath's extra settings."""
         plugin: dict[str, Any] = {
-            "type": "pycni-vxlan",
+            "type": f"pycni-{self.datapath}",
             "peersFile": str(member.peers_file),
             "ipam": {"type": "pycni-host-local", "ranges": [[{"subnet": member.pod_cidr}]]},
-            **self.vxlan,
+            **(self.ipip if self.datapath == "ipip" else self.vxlan),
         }
-        return member.node.conf({"cniVersion": version, "name": NETWORK, "plugins": [plugin]})
+        return member.node.conf({"cniVersion": version, "name": self.network, "plugins": [plugin]})
 
     def reconcile(self, member: ClusterNode) -> list[str]:
         """`pycni reconcile` in the node's namespace, as an agent on the node runs it; the
         changes it made."""
-        conf = member.node.state_dir / "net.d" / f"10-{NETWORK}.conflist"
+        conf = member.node.state_dir / "net.d" / f"10-{self.network}.conflist"
         if not conf.exists():
             self.conflist(member)
         done = member.node.ns.run(

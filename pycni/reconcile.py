@@ -1,13 +1,15 @@
-"""Bring this node's VXLAN overlay to exactly its peer set, without a pod ADD.
+"""Bring this node's multi-node datapath to exactly its peer set, without a pod ADD.
 
     pycni reconcile --conf /etc/cni/net.d/10-overlay.conflist
 
 Run it on the node (in the node's network namespace: `ip netns exec NODE pycni reconcile ...`
 for an emulated one) whenever the peer set changes — a node joined or left, the peers file was
-rewritten — or to repair drift. FILE is a conflist (its pycni-vxlan plugin is used) or a single
-plugin config. Prints each change made ("add route 10.244.3.0/24 via 10.244.3.0", ...), or
-nothing when the overlay already matches. Exit status 0 on success, 1 on failure (the error
-in the plugin's words, with its CNI code).
+rewritten — or to repair drift. FILE is a conflist (its pycni-vxlan or pycni-ipip plugin is used,
+the first of them) or a single plugin config of either. pycni-vxlan: the VXLAN device, routes,
+neighbours and FDB entries; pycni-ipip: the `pycni.ipip` tunnel (made or removed as the peers
+need it) and the peer routes (protocol 112). Prints each change made ("add route 10.244.3.0/24
+via 10.244.3.0", ...), or nothing when the node already matches. Exit status 0 on success, 1
+on failure (the error in the plugin's words, with its CNI code).
 """
 
 from __future__ import annotations
@@ -19,23 +21,25 @@ from pathlib import Path
 from typing import Any
 
 COMMAND = "reconcile"
-HELP = "bring this node's VXLAN overlay (routes, neighbours, FDB) to exactly its peer set"
-PLUGIN_TYPE = "pycni-vxlan"
+HELP = "bring this node's VXLAN overlay or IPIP routes to exactly its peer set"
+PLUGIN_TYPES = ("pycni-vxlan", "pycni-ipip")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--conf", type=Path, required=True, help="a conflist, or a pycni-vxlan plugin config"
+        "--conf",
+        type=Path,
+        required=True,
+        help="a conflist, or a pycni-vxlan or pycni-ipip plugin config",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from pycni.errors import CniError
-    from pycni.plugins import vxlan
 
     try:
         plugin = network_config(json.loads(args.conf.read_text()))
-        changes = vxlan.reconcile(vxlan.parse_conf(plugin))
+        changes = reconcile_plugin(plugin)
     except (OSError, ValueError) as err:
         print(f"pycni reconcile: failed to read '{args.conf}': {err}", file=sys.stderr)
         return 1
@@ -48,18 +52,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def reconcile_plugin(plugin: dict[str, Any]) -> list[str]:
+    """Reconcile with one plugin config (either type); the changes made."""
+    if plugin.get("type") == "pycni-ipip":
+        from pycni.plugins import ipip
+
+        return ipip.reconcile(ipip.parse_conf(plugin))
+    from pycni.plugins import vxlan
+
+    return vxlan.reconcile(vxlan.parse_conf(plugin))
+
+
 def network_config(document: Any) -> dict[str, Any]:
-    """The pycni-vxlan plugin object of a conflist, with cniVersion and name inserted as a
-    runtime inserts them; or the document itself if it is a single plugin config."""
+    """The pycni-vxlan or pycni-ipip plugin object of a conflist, with cniVersion and name
+    inserted as a runtime inserts them; or the document itself if it is a single plugin
+    config."""
     if not isinstance(document, dict):
         raise ValueError("expected a JSON object")
     if "plugins" not in document:
         return document
     for plugin in document["plugins"]:
-        if isinstance(plugin, dict) and plugin.get("type") == PLUGIN_TYPE:
+        if isinstance(plugin, dict) and plugin.get("type") in PLUGIN_TYPES:
             return {
                 **plugin,
                 "cniVersion": document.get("cniVersion"),
                 "name": document.get("name"),
             }
-    raise ValueError(f"the conflist has no {PLUGIN_TYPE} plugin")
+    raise ValueError(f"the conflist has no {' or '.join(PLUGIN_TYPES)} plugin")

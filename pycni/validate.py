@@ -44,6 +44,7 @@ PLUGIN_SCHEMAS = {
     "pycni-bandwidth": "bandwidth",
     "pycni-bridge": "bridge",
     "pycni-vxlan": "vxlan",
+    "pycni-ipip": "ipip",
     "pycni-portmap": "portmap",
 }
 IPAM_SCHEMAS = {"pycni-host-local": "host-local"}

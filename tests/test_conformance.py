@@ -279,6 +279,31 @@ def test_pycni_plugins_pass_every_check(root: None, bundle: Path, tmp_path: Path
     assert_no_leftover_namespaces()
 
 
+@pytest.mark.netns
+@pytest.mark.frozen
+def test_pycni_ipip_in_never_mode_passes_every_check(
+    root: None, bundle: Path, tmp_path: Path
+) -> None:
+    """conf/examples/10-pycni-ipip-never.conflist with no peers (a one-node cluster): the
+    routed model -- /32 pods, proxy-ARP gateway, host routes -- on the harness's node."""
+    conf: dict[str, Any] = json.loads(
+        (REPO / "conf" / "examples" / "10-pycni-ipip-never.conflist").read_text()
+    )
+    plugin = conf["plugins"][0]
+    plugin.pop("peersFile")
+    plugin["peers"] = []
+    plugin["ipam"]["dataDir"] = str(tmp_path / "ipam")
+    report = run_suite([str(bundle)], conf)
+    print(runner.render_table(report))
+    not_passed = {r.id: r.detail for r in report.results if r.verdict != Verdict.PASS}
+    assert not not_passed
+    assert len(report.results) == len(checks.CHECKS)
+    assert report.verdict("add.result-shape").detail.endswith(
+        "ips 10.244.1.2/32, fd00:10:244:1::2/128"
+    )
+    assert_no_leftover_namespaces()
+
+
 # --- the command ------------------------------------------------------------------------------
 
 

@@ -270,3 +270,56 @@ def test_frozen_vxlan_answers_any_input_in_the_spec_form(
     )
     assert not inv.timed_out
     check_outcome(inv.exit_status, inv.stdout)
+
+
+@pytest.mark.frozen
+@pytest.mark.netns
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(stdin=configs(), env=envs)
+def test_frozen_ipip_answers_any_input_in_the_spec_form(
+    bundle: Path, netns: Netns, tmp_path: Path, stdin: bytes, env: dict[str, str]
+) -> None:
+    """The frozen routed plugin in a node namespace with an underlay link and a default route,
+    peers inline, encapsulation Never unless the input says otherwise (this kernel has no IPIP:
+    Always is a plain 50); a refused call leaves no veth."""
+    if "uplink" not in netns.link_names():
+        netns.ip("link", "add", "uplink", "type", "veth", "peer", "name", "uplink-peer")
+        netns.ip("addr", "add", "172.30.0.2/24", "dev", "uplink")
+        netns.ip("link", "set", "uplink", "up")
+        netns.ip("link", "set", "uplink-peer", "up")
+        netns.ip("route", "add", "default", "via", "172.30.0.1")
+    try:
+        doc = json.loads(stdin)
+    except (ValueError, RecursionError):
+        doc = None
+    if isinstance(doc, dict):
+        doc.setdefault("type", "pycni-ipip")
+        doc.setdefault("encapsulation", "Never")
+        doc.setdefault(
+            "peers", [{"name": "n2", "nodeIP": "172.30.0.3", "podCIDRs": ["10.41.0.0/24"]}]
+        )
+        if isinstance(doc.get("ipam"), dict):
+            doc["ipam"]["dataDir"] = str(tmp_path / "data")
+        stdin = json.dumps(doc).encode()
+    before = set(netns.link_names())
+    env = _text_env(env)
+    inv = invoke(
+        str(bundle / "pycni-ipip"),
+        env.get("CNI_COMMAND", ""),
+        container_id=env["CNI_CONTAINERID"],
+        netns=netns.path if env["CNI_NETNS"] == NETNS else env["CNI_NETNS"],
+        ifname=env["CNI_IFNAME"],
+        cni_args=env["CNI_ARGS"],
+        cni_path=str(bundle),
+        config=stdin,
+        in_netns=netns.path,
+        timeout=20,
+    )
+    assert not inv.timed_out
+    check_outcome(inv.exit_status, inv.stdout)
+    if inv.exit_status == 1:  # a refused call leaves no link behind in the node
+        assert set(netns.link_names()) <= before, netns.link_names()

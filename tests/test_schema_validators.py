@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from pycni import validate
 from pycni.errors import CniError, Code
-from pycni.validators import bridge, host_local, netconf, vxlan
+from pycni.validators import bridge, host_local, ipip, netconf, vxlan
 
 REPO = Path(__file__).resolve().parent.parent
 GENERATOR = REPO / "packaging" / "gen_validator.py"
@@ -61,7 +61,8 @@ def _checks(path: Path) -> list[validate.Check]:
 HOST_LOCAL = (host_local.validate, validate.validator("host-local"))
 BRIDGE = (bridge.validate, validate.validator("bridge"))
 VXLAN = (vxlan.validate, validate.validator("vxlan"))
-PLUGIN_PAIRS = {"host-local": HOST_LOCAL, "bridge": BRIDGE, "vxlan": VXLAN}
+IPIP = (ipip.validate, validate.validator("ipip"))
+PLUGIN_PAIRS = {"host-local": HOST_LOCAL, "bridge": BRIDGE, "vxlan": VXLAN, "ipip": IPIP}
 CONFLIST = (netconf.check_conflist, validate.envelope_validator("conflist"))
 CONF = (netconf.check_conf, validate.envelope_validator("conf"))
 

@@ -1,6 +1,7 @@
 """Run the checks and report them: a table for people, JUnit XML and JSON for CI.
 
-`run_suite` creates a node namespace (every plugin runs inside it, never in the host's), a work
+`run_suite` creates a node namespace (every plugin runs inside it, never in the host's; like a
+real node it has an address and a default route, `uplink0` in NODE_UPLINK), a work
 directory (results caches, IPAM state, the harness's own failing plugin), runs each selected
 check in a `Scope` of its own and removes all of it at the end, also on Ctrl-C.
 """
@@ -34,6 +35,10 @@ from pycni.conformance.checks import (
 from pycni.runtime import JSONObject, PluginError, load_network
 
 NODE_NETNS_PREFIX = "pycniconfnode"
+# The node's own address and default route (TEST-NET-1: never a real network). A routed plugin
+# needs them as on any node: the source of node-to-pod packets, and proxy ARP answers only for
+# addresses the node routes elsewhere.
+NODE_UPLINK = ("uplink0", "192.0.2.2/24", "192.0.2.1")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -100,6 +105,7 @@ def run_suite(
     node = netns_mod.create(NODE_NETNS_PREFIX)
     try:
         node.ip("link", "set", "lo", "up")
+        _add_uplink(node)
         _install_fail_plugin(work_dir / "bin")
         suite = Suite(
             list(plugin_dirs),
@@ -151,6 +157,17 @@ def _run_one(suite: Suite, check: Check) -> CheckResult:
     return CheckResult(
         check.id, check.section, check.title, verdict, detail, time.monotonic() - started
     )
+
+
+def _add_uplink(node: netns_mod.Netns) -> None:
+    """A veth pair inside the node (nothing outside is reachable): `uplink0` with the node's
+    address and the default route through it."""
+    name, address, gateway = NODE_UPLINK
+    node.ip("link", "add", name, "type", "veth", "peer", "name", "uplink1")
+    node.ip("addr", "add", address, "dev", name)
+    node.ip("link", "set", "uplink1", "up")
+    node.ip("link", "set", name, "up")
+    node.ip("route", "add", "default", "via", gateway, "dev", name)
 
 
 def _install_fail_plugin(directory: Path) -> None:

@@ -354,3 +354,24 @@ def test_chained_after_another_plugin_keeps_its_result(
     ]
     node.remove_pod("a", conf)
     assert host_links(node) == [] and leases(node) == []
+
+
+def test_a_failed_add_after_the_veth_was_made_leaves_nothing(node: Node) -> None:
+    """The pod's namespace already has a default route, so the pod's own cannot be added after
+    the lease and the veth pair were made: the rollback removes both (it once ran after the
+    netlink socket had closed, and left the veth)."""
+    conf = node.conf(conflist())
+    pod = netns_mod.create("pod")
+    try:
+        pod.ip("link", "add", "other", "type", "veth", "peer", "name", "other1")
+        pod.ip("addr", "add", "192.0.2.9/24", "dev", "other")
+        pod.ip("link", "set", "other", "up")
+        pod.ip("route", "add", "default", "via", "192.0.2.1")
+        with pytest.raises(PluginError) as err:
+            node.runtime().add(conf, "late", pod.path, "eth0")
+        assert err.value.code == 105 and "0.0.0.0/0" in err.value.msg
+        assert "eth0" not in pod.link_names()
+    finally:
+        pod.delete()
+    assert host_links(node) == []
+    assert leases(node) == []
