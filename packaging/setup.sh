@@ -37,7 +37,7 @@ timeout 600 apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}"
 echo "==> cnitool (the CNI project's reference client, for the runtime-compatibility tests)"
 bash packaging/cnitool.sh
 
-echo "==> .venv (pip install -e '.[dev]')"
+echo "==> .venv (pip install -e '.[dev,bench]')"
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
-timeout 600 .venv/bin/pip install -q -e '.[dev]'
+timeout 600 .venv/bin/pip install -q -e '.[dev,bench]'
 echo "==> ready: .venv/bin/pycni --help"

@@ -1,0 +1,1 @@
+"""pycni's benchmarks against the Go reference plugins: `python -m bench` (bench/run.py)."""
