@@ -12,7 +12,9 @@ Python, .venv, iproute2 and the frozen bundle (dist/cni/bin) run inside it uncha
   links the UML kernel's modules into /lib/modules and loads `modules` with modprobe;
 - the results directory is the one window back to the host: it is mounted read-write at the same
   path inside the guest; the command's output lands in `output.log`, its exit status in
-  `exit-status`, the kernel console in `console.log`.
+  `exit-status`, the kernel console in `console.log`;
+- a working directory under one of the fresh RAM disks (a checkout in /tmp, as CI may clone it)
+  is mounted from the host read-write at the same path, or the guest would not see it.
 
 The host kernel is never touched: the guest has no network device but `lo`, and everything the
 command does to networking happens inside the guest kernel.
@@ -339,6 +341,10 @@ for dir in /run /tmp /var/tmp /dev/shm; do
     mount -t tmpfs -o mode=1777 tmpfs "$dir" || die "mount tmpfs on $dir"
 done
 chmod 0755 /run
+case {cwd} in  # a checkout under a directory the guest gets fresh: the host's, read-write
+    /run/*|/tmp/*|/var/tmp/*|/dev/shm/*)
+        mkdir -p {cwd} && mount -t hostfs -o {cwd} hostfs {cwd} || die "mount {cwd}" ;;
+esac
 mkdir -p "$results" && mount -t hostfs -o "$results" hostfs "$results" || die "mount $results"
 mkdir -p /lib/modules
 ln -sfn "/usr/lib/uml/modules/$(uname -r)" "/lib/modules/$(uname -r)"

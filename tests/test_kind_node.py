@@ -66,9 +66,9 @@ print(json.dumps(report))
 
 @pytest.fixture
 def state() -> Iterator[Path]:
-    """A directory off /tmp (the driver hides /tmp under its own tmpfs)."""
-    (REPO / "build").mkdir(exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="kind-node-", dir=REPO / "build"))
+    """A directory off /tmp (the driver hides /tmp under its own tmpfs; the checkout itself
+    may be under /tmp, so the node gets its own copies of what it runs)."""
+    path = Path(tempfile.mkdtemp(prefix="pycni-kind-node-", dir="/var/tmp"))
     try:
         yield path
     finally:
@@ -95,6 +95,7 @@ def test_bundle_runs_on_a_kind_like_node(bundle: Path, state: Path) -> None:
     )
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in bin_dir.iterdir()) == sorted(p.name for p in bundle.iterdir())
+    agent_dir = shutil.copytree(AGENT_DIR, state / "usr" / "local" / "lib" / "pycni-agent")
 
     template = json.loads((REPO / "conf" / "kind" / "00-pycni-bridge.conflist").read_text())
     plugin = template["plugins"][0]
@@ -107,7 +108,7 @@ def test_bundle_runs_on_a_kind_like_node(bundle: Path, state: Path) -> None:
         node.ip("link", "set", "lo", "up")
         argv = ["ip", "netns", "exec", node.name, "unshare", "-m", "--propagation", "private",
                 sys.executable, "-I", "-c", DRIVER, str(bin_dir),
-                str(AGENT_DIR / "pycni-agent"), pod.path, json.dumps(conf)]  # fmt: skip
+                str(agent_dir / "pycni-agent"), pod.path, json.dumps(conf)]  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
         assert done.returncode == 0, done.stderr
         report: dict[str, Any] = json.loads(done.stdout)
