@@ -96,7 +96,7 @@ def cmd_add(call: Call, conf: BridgeConf) -> Result:
     # Rollback inside Rtnl: the undo steps use the socket, so it must close after them.
     with Rtnl() as host, Rollback() as undo:
         bridge = ensure_bridge(host, conf)
-        ipam = _ipam_add(call)
+        ipam = delegate.ipam_add(call)
         undo.push(delegate.ipam, call, "DEL")
         ips = order_ips(ipam.ips, conf.prefer_ipv6)
         host_veth = attach_pod(host, call, bridge, conf)
@@ -316,15 +316,6 @@ def pod_routes(ipam: Result, ips: list[IPConfig], conf: BridgeConf) -> list[Rout
 
 
 # --- internals -------------------------------------------------------------------------------
-
-
-def _ipam_add(call: Call) -> Result:
-    result = delegate.ipam(call, "ADD")
-    if result is None or not result.ips:
-        raise CniError(
-            Code.DELEGATE_FAILED, f"IPAM plugin '{delegate.ipam_type(call)}' returned no address"
-        )
-    return result
 
 
 def _result(

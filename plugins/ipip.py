@@ -131,7 +131,7 @@ def cmd_add(call: Call, conf: IpipConf) -> Result:
     # Rollback inside Rtnl: the undo steps use the socket, so it must close after them.
     with Rtnl() as host, Rollback() as undo:
         plan = reconcile_node(host, conf)  # the node's tunnel and peer routes, as every ADD
-        ipam = _ipam_add(call)
+        ipam = delegate.ipam_add(call)
         undo.push(delegate.ipam, call, "DEL")
         ips = pod_ips(ipam)
         versions = {ip.address.version for ip in ips}
@@ -302,15 +302,6 @@ def pod_routes(ipam: Result, ips: list[IPConfig]) -> list[Route]:
         if r.dst.length and r.dst.version in families:
             routes.append(Route(dst=r.dst, gw=_gateway(r.dst.version), mtu=r.mtu))
     return routes
-
-
-def _ipam_add(call: Call) -> Result:
-    result = delegate.ipam(call, "ADD")
-    if result is None or not result.ips:
-        raise CniError(
-            Code.DELEGATE_FAILED, f"IPAM plugin '{delegate.ipam_type(call)}' returned no address"
-        )
-    return result
 
 
 def _result(

@@ -40,6 +40,14 @@ def ipam(call: Call, command: str) -> Result | None:
     return _exec(call, command, kind)
 
 
+def ipam_add(call: Call) -> Result:
+    """The IPAM plugin's ADD, which must give at least one address."""
+    result = ipam(call, "ADD")
+    if result is None or not result.ips:
+        raise CniError(Code.DELEGATE_FAILED, f"IPAM plugin '{ipam_type(call)}' returned no address")
+    return result
+
+
 def _in_process(call: Call, command: str, module_name: str) -> Result | None:
     __import__(module_name)
     import sys
