@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pycni import skel
 from pycni.ipam.host_local import plugin as host_local
 from pycni.netns import Netns
-from pycni.runtime import invoke
+from pycni.runtime import Invocation, invoke
 
 PLAUSIBLE_CODES = {1, 2, 3, 4, 5, 6, 7, 11, 50, 101, 102, 103, 104, 105, 106}
 NETNS = "/proc/self/ns/net"  # exists; host-local never enters it
@@ -142,6 +142,28 @@ def _text_env(env: dict[str, str]) -> dict[str, str]:
     return {k: v.replace("\x00", "") for k, v in env.items()}
 
 
+def invoke_hostile(
+    bundle: Path, plugin: str, env: dict[str, str], stdin: bytes, netns: Netns
+) -> Invocation:
+    """`plugin` from the bundle, run in `netns` (the node) with whatever `env` and `stdin` hold;
+    a CNI_NETNS of NETNS means the node itself. Never left running: 20 s at most."""
+    env = _text_env(env)
+    inv = invoke(
+        str(bundle / plugin),
+        env.get("CNI_COMMAND", ""),
+        container_id=env["CNI_CONTAINERID"],
+        netns=netns.path if env["CNI_NETNS"] == NETNS else env["CNI_NETNS"],
+        ifname=env["CNI_IFNAME"],
+        cni_args=env["CNI_ARGS"],
+        cni_path=str(bundle),
+        config=stdin,
+        in_netns=netns.path,
+        timeout=20,
+    )
+    assert not inv.timed_out
+    return inv
+
+
 def check_outcome(status: int, out: bytes) -> None:
     assert status in (0, 1), status
     text = out.decode("utf-8", errors="replace")
@@ -204,20 +226,7 @@ def test_frozen_bridge_answers_any_input_in_the_spec_form(
             doc["ipam"]["dataDir"] = str(tmp_path / "data")
         stdin = json.dumps(doc).encode()
     before = set(netns.link_names())
-    env = _text_env(env)
-    inv = invoke(
-        str(bundle / "pycni-bridge"),
-        env.get("CNI_COMMAND", ""),
-        container_id=env["CNI_CONTAINERID"],
-        netns=netns.path if env["CNI_NETNS"] == NETNS else env["CNI_NETNS"],
-        ifname=env["CNI_IFNAME"],
-        cni_args=env["CNI_ARGS"],
-        cni_path=str(bundle),
-        config=stdin,
-        in_netns=netns.path,
-        timeout=20,
-    )
-    assert not inv.timed_out
+    inv = invoke_hostile(bundle, "pycni-bridge", env, stdin, netns)
     check_outcome(inv.exit_status, inv.stdout)
     if inv.exit_status == 1:  # a refused call leaves nothing behind in the node
         assert set(netns.link_names()) - before <= {"cbr0", "pycni0"}, netns.link_names()
@@ -255,20 +264,7 @@ def test_frozen_vxlan_answers_any_input_in_the_spec_form(
         if isinstance(doc.get("ipam"), dict):
             doc["ipam"]["dataDir"] = str(tmp_path / "data")
         stdin = json.dumps(doc).encode()
-    env = _text_env(env)
-    inv = invoke(
-        str(bundle / "pycni-vxlan"),
-        env.get("CNI_COMMAND", ""),
-        container_id=env["CNI_CONTAINERID"],
-        netns=netns.path if env["CNI_NETNS"] == NETNS else env["CNI_NETNS"],
-        ifname=env["CNI_IFNAME"],
-        cni_args=env["CNI_ARGS"],
-        cni_path=str(bundle),
-        config=stdin,
-        in_netns=netns.path,
-        timeout=20,
-    )
-    assert not inv.timed_out
+    inv = invoke_hostile(bundle, "pycni-vxlan", env, stdin, netns)
     check_outcome(inv.exit_status, inv.stdout)
 
 
@@ -306,20 +302,7 @@ def test_frozen_ipip_answers_any_input_in_the_spec_form(
             doc["ipam"]["dataDir"] = str(tmp_path / "data")
         stdin = json.dumps(doc).encode()
     before = set(netns.link_names())
-    env = _text_env(env)
-    inv = invoke(
-        str(bundle / "pycni-ipip"),
-        env.get("CNI_COMMAND", ""),
-        container_id=env["CNI_CONTAINERID"],
-        netns=netns.path if env["CNI_NETNS"] == NETNS else env["CNI_NETNS"],
-        ifname=env["CNI_IFNAME"],
-        cni_args=env["CNI_ARGS"],
-        cni_path=str(bundle),
-        config=stdin,
-        in_netns=netns.path,
-        timeout=20,
-    )
-    assert not inv.timed_out
+    inv = invoke_hostile(bundle, "pycni-ipip", env, stdin, netns)
     check_outcome(inv.exit_status, inv.stdout)
     if inv.exit_status == 1:  # a refused call leaves no link behind in the node
         assert set(netns.link_names()) <= before, netns.link_names()

@@ -23,7 +23,7 @@ from pycni.runtime import invoke
 from pycni.testbed import Node
 from pycni.validators import bandwidth as bandwidth_validator
 from tests.plugins.test_bandwidth import LIMITS, conflist, host_veth, ifbs, qdiscs
-from tests.test_hostile_input import NETNS, _text_env, check_outcome, configs, envs
+from tests.test_hostile_input import check_outcome, configs, envs, invoke_hostile
 from tests.test_schema_validators import assert_same_verdict
 
 FULL = os.environ.get("PYCNI_STRESS") == "full"
@@ -121,19 +121,7 @@ def test_frozen_bandwidth_answers_any_input_in_the_spec_form(
         else:
             doc["runtimeConfig"] = target
         stdin = json.dumps(doc).encode()
-    env = _text_env(env)
-    inv = invoke(
-        str(bundle / "pycni-bandwidth"),
-        env.get("CNI_COMMAND", ""),
-        container_id=env["CNI_CONTAINERID"],
-        netns=netns.path if env["CNI_NETNS"] == NETNS else env["CNI_NETNS"],
-        ifname=env["CNI_IFNAME"],
-        cni_args=env["CNI_ARGS"],
-        config=stdin,
-        in_netns=netns.path,
-        timeout=20,
-    )
-    assert not inv.timed_out
+    inv = invoke_hostile(bundle, "pycni-bandwidth", env, stdin, netns)
     check_outcome(inv.exit_status, inv.stdout)
 
 
