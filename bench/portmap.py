@@ -21,7 +21,6 @@ gateway, so the route to the pods exists); iptables rules and nftables rules nev
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -29,36 +28,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.common import inside  # noqa: E402
 from bench.startup import machine, p90, spawn  # noqa: E402
 
 BUNDLE = REPO / "dist" / "cni" / "bin"
 GO_DIR = Path("/usr/lib/cni")
-CLONE_NEWNET = 0x40000000
 DEL_RATIO_TARGET = 3.0
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-@contextmanager
-def inside(netns_path: str) -> Iterator[None]:
-    """This thread in another network namespace (children inherit it), then back."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(netns_path, os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {netns_path}")
-        yield
-    finally:
-        _libc.setns(home, CLONE_NEWNET)
-        os.close(home)
-        os.close(target)
 
 
 class Impl:
