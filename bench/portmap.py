@@ -13,7 +13,10 @@ gateway, so the route to the pods exists); iptables rules and nftables rules nev
    then DELed all at once: failed calls (summed), and the wall time of each phase (median of
    `--repeats` runs, the implementations taking turns at going first).
 2. A single DEL of a pod without hostPorts (containerd's everyday DEL): `--rounds` calls,
-   alternating the implementations; median, p90 and the paired ratio (target ≤ 3x).
+   alternating the implementations; median, p90 and the paired ratio (target ≤ 3x). In the
+   same rounds, the floors under pycni's figure, each paired with that round's reference DEL:
+   pycni-portmap's VERSION (the frozen executable's start, no config read) and a bare start of
+   the CPython the bundle is frozen from (`python -I -S -c pass`: no PyInstaller, no pycni).
 
 `run(pods=, rounds=) -> dict` is the same as a function (the JSON `--json` writes).
 """
@@ -85,6 +88,27 @@ class Impl:
         return ms, "" if status == 0 else f"{verb} pod {pod}: {out.decode()[:200]} {err[:200]}"
 
 
+# What a DEL without mappings cannot go below, each timed like a plugin call (spawn to reap).
+FLOORS: dict[str, tuple[Path, tuple[str, ...], dict[str, str]]] = {
+    "pycni_version": (BUNDLE / "pycni-portmap", (), {"CNI_COMMAND": "VERSION"}),
+    # The CPython the bundle is frozen from (build.sh freezes with .venv's interpreter).
+    "interpreter": (
+        Path(sys.base_prefix, "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}"),
+        ("-I", "-S", "-c", "pass"),
+        {},
+    ),
+}
+
+
+def start_ms(executable: Path, args: tuple[str, ...], env: dict[str, str], state: Path) -> float:
+    ms, status, _, _, err = spawn(
+        executable, env, b"", state / "stderr-floor", rss=False, args=args
+    )
+    if status != 0:
+        raise RuntimeError(f"{executable} {' '.join(args)} exited {status}: {err[:200]}")
+    return ms
+
+
 def node_add(name: str) -> None:
     subprocess.run(["ip", "netns", "add", name], check=True)
     for argv in (
@@ -142,12 +166,15 @@ def run(pods: int = 64, rounds: int = 30, repeats: int = 3) -> dict[str, Any]:
                 d["parallel_add"]["wall_ms"] + d["parallel_del"]["wall_ms"] for d in done
             )
         samples: dict[str, list[float]] = {impl.label: [] for impl in impls}
+        floors: dict[str, list[float]] = {floor: [] for floor in FLOORS}
         for n in range(rounds):
             for impl in impls if n % 2 == 0 else impls[::-1]:
                 ms, problem = impl.call("DEL", 5000 + n, None)
                 if problem:
                     raise RuntimeError(f"{impl.label}: {problem}")
                 samples[impl.label].append(ms)
+            for floor, (executable, args, env) in FLOORS.items():
+                floors[floor].append(start_ms(executable, args, env, state))
         py, go = samples["pycni"], samples["reference"]
         ratio = statistics.median(a / b for a, b in zip(py, go, strict=True))
         out["del_without_mappings"] = {
@@ -158,6 +185,22 @@ def run(pods: int = 64, rounds: int = 30, repeats: int = 3) -> dict[str, Any]:
             "paired_ratio": round(ratio, 2),
             "target_ratio": DEL_RATIO_TARGET,
             "met": ratio <= DEL_RATIO_TARGET,
+            "floors": {
+                floor: {
+                    "command": " ".join(
+                        [
+                            *(f"{k}={v}" for k, v in FLOORS[floor][2].items()),
+                            FLOORS[floor][0].name,
+                            *FLOORS[floor][1],
+                        ]
+                    ),
+                    "median_ms": round(statistics.median(ms), 2),
+                    "paired_ratio": round(
+                        statistics.median(a / b for a, b in zip(ms, go, strict=True)), 2
+                    ),
+                }
+                for floor, ms in floors.items()
+            },
         }
         out["machine"] = machine()
         return out
@@ -191,6 +234,7 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"- DEL without mappings, paired ratio pycni/reference: {d['paired_ratio']:.2f}x"
         f" (target ≤ {d['target_ratio']:.0f}x: {'met' if d['met'] else 'MISSED'})",
+        *floor_lines(d),
     ]
     for label, side in (("pycni", py), ("reference", go)):
         for phase in ("parallel_add", "parallel_del"):
@@ -198,6 +242,20 @@ def render(result: dict[str, Any]) -> str:
                 rows.append(f"- {label} {phase} first failure: {side[phase]['first_failure'][0]}")
     rows += [f"- {k}: {v}" for k, v in result["machine"].items()]
     return "\n".join(rows)
+
+
+def floor_lines(d: dict[str, Any]) -> list[str]:
+    """The floors under the DEL figure, as list items (shared with bench/portmap_suite.py)."""
+    floors = d.get("floors", {})
+    labels = {
+        "pycni_version": "the frozen executable's own start",
+        "interpreter": "a bare start of the CPython it is frozen from",
+    }
+    return [
+        f"- floor, {labels[name]} (`{floor['command']}`): {floor['median_ms']:.1f} ms,"
+        f" {floor['paired_ratio']:.2f}x the reference's DEL"
+        for name, floor in floors.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

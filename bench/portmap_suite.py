@@ -64,6 +64,15 @@ def suite(ctx: Context) -> Outcome:
         f" ({plain['pycni_p90_ms']:.1f}) | {plain['reference_median_ms']:.1f}"
         f" ({plain['reference_p90_ms']:.1f}) |",
     ]
+    floors = portmap.floor_lines(plain) if hasattr(portmap, "floor_lines") else []
+    if floors:
+        outcome.lines += [
+            "",
+            "What a DEL without mappings cannot go below, timed in the same rounds and paired"
+            " with that round's Go DEL:",
+            "",
+            *floors,
+        ]
     for label, side in (("pycni", py), ("Go", go)):
         for phase in ("parallel_add", "parallel_del"):
             if side[phase]["first_failure"]:

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -95,10 +95,17 @@ def become_subreaper() -> None:
 
 
 def spawn(
-    executable: Path, env: Mapping[str, str], stdin: bytes, stderr_path: Path, *, rss: bool
+    executable: Path,
+    env: Mapping[str, str],
+    stdin: bytes,
+    stderr_path: Path,
+    *,
+    rss: bool,
+    args: Sequence[str] = (),
 ) -> tuple[float, int, int, bytes, str]:
     """Exec once, as a runtime does; returns (ms, exit status, peak RSS KiB, stdout, stderr).
-    With `rss`, the plugin is started through /bin/sh (see above) and the time means little."""
+    With `rss`, the plugin is started through /bin/sh (see above) and the time means little.
+    `args` follow the executable's name in argv (a runtime passes none; bench floors do)."""
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
     with open(stderr_path, "w+b") as err:
@@ -106,7 +113,7 @@ def spawn(
             argv = ["/bin/sh", "-c", _FORK_AND_LEAVE, "sh", str(executable)]
             stdin_fd = 3
         else:
-            argv = [str(executable)]
+            argv = [str(executable), *args]
             stdin_fd = 0
         actions = [
             (os.POSIX_SPAWN_DUP2, stdin_r, stdin_fd),

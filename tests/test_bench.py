@@ -86,3 +86,9 @@ def test_smoke_run_writes_the_document_and_plots(
     for plot in plots:
         assert plot.read_bytes().startswith(PNG_MAGIC), plot
         assert f"](benchmarks/{plot.name})" in document
+    # the DEL-without-mappings figure comes with the floors under it, measured, not assumed
+    floors = raw["suites"]["portmap"]["data"]["del_without_mappings"]["floors"]
+    assert set(floors) == {"pycni_version", "interpreter"}
+    for floor in floors.values():
+        assert floor["median_ms"] > 0 and floor["paired_ratio"] > 0, floor
+    assert "What a DEL without mappings cannot go below" in document
