@@ -12,7 +12,8 @@
 # executable with VERSION in an empty environment.
 #
 # Uses the repository's .venv when there is one (pip install -e '.[dev]'), else creates
-# build/venv with PyInstaller. Usage: packaging/build.sh
+# build/venv with PyInstaller from Debian's python3 (or $PYCNI_PYTHON; see setup.sh).
+# Usage: packaging/build.sh
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +32,7 @@ else
     python=build/venv/bin/python
     if ! [[ -x $python ]] || ! "$python" -c 'import PyInstaller' 2>/dev/null; then
         say "no .venv: creating build/venv"
-        python3 -m venv build/venv
+        "${PYCNI_PYTHON:-/usr/bin/python3}" -m venv build/venv  # why this one: setup.sh
         # The project's runtime dependencies (gen_validator.py --check needs jsonschema) and
         # PyInstaller as pyproject's dev extra pins it; not pycni itself.
         mapfile -t requirements < <(python3 -c '

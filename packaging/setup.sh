@@ -37,7 +37,20 @@ timeout 600 apt-get install -y -q --no-install-recommends "${APT_PACKAGES[@]}"
 echo "==> cnitool (the CNI project's reference client, for the runtime-compatibility tests)"
 bash packaging/cnitool.sh
 
-echo "==> .venv (pip install -e '.[dev,bench]')"
-[[ -x .venv/bin/python ]] || python3 -m venv .venv
+# The interpreter .venv, and so the frozen bundle, is built from: Debian's python3 (installed
+# above). Its libpython, which PyInstaller bundles, has the modules every plugin start loads
+# (_struct, zlib, _socket, ...) compiled in, where other builds (pyenv's, say) load each from a
+# shared object: ~6% of every plugin call, measured (README, "How it is built"). A .venv made
+# from another interpreter is made again. PYCNI_PYTHON=/path/to/python3 overrides.
+python=${PYCNI_PYTHON:-/usr/bin/python3}
+if [[ -x .venv/bin/python ]]; then
+    venv_base=$(.venv/bin/python -c 'import os, sys; print(os.path.realpath(sys._base_executable))')
+    if [[ $venv_base != "$(readlink -f "$python")" ]]; then
+        echo "==> .venv was made from $venv_base, not $python: making it again"
+        rm -rf .venv
+    fi
+fi
+echo "==> .venv from $python (pip install -e '.[dev,bench]')"
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
 timeout 600 .venv/bin/pip install -q -e '.[dev,bench]'
 echo "==> ready: .venv/bin/pycni --help"
