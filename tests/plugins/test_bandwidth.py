@@ -4,6 +4,7 @@ measured with iperf3, the kernel's qdiscs, filters and IFB devices read with `tc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -378,6 +379,26 @@ def test_del_takes_its_qdiscs_off_a_veth_that_stays(node: Node, bundle: Path) ->
     assert veth in node.ns.link_names()
     assert set(qdiscs(node, veth)) == {"root"} and qdiscs(node, veth)["root"]["kind"] == "noqueue"
     assert ifbs(node) == {}
+
+
+def test_a_failed_add_after_shaping_began_takes_its_qdisc_back(node: Node, bundle: Path) -> None:
+    """An ADD that fails after its first tc change leaves the host veth as it found it (the
+    undo steps once ran after the netlink socket had closed, and left the tbf). The failure is
+    forced from outside: the node's loopback, renamed to the IFB's name, cannot be deleted, so
+    making the IFB fails after the ingress tbf is on the host veth."""
+    conf = node.conf(conflist())
+    pod = node.add_pod("a", conf)  # chained, nothing to shape: the veth stays unshaped
+    veth = host_veth(pod)
+    ifb = "pbw" + hashlib.sha256(f"{pod.container_id}/eth0".encode()).hexdigest()[:12]
+    node.ns.ip("link", "set", "lo", "name", ifb)
+    try:
+        done = plugin_call(node, bundle, "ADD", single("1.1.0", prev=pod.result, **LIMITS), pod)
+    finally:
+        node.ns.ip("link", "set", ifb, "name", "lo")
+    error = done.error()
+    assert error is not None and ifb in str(error), done
+    assert set(qdiscs(node, veth)) == {"root"} and qdiscs(node, veth)["root"]["kind"] == "noqueue"
+    assert redirects(node, veth) == [] and ifbs(node) == {}
 
 
 def test_gc_removes_only_this_networks_stale_ifbs(node: Node, bundle: Path) -> None:
