@@ -351,7 +351,7 @@ def _check_host_side(host: Rtnl, call: Call, ips: list[IPConfig]) -> Link:
     with open(f"/proc/sys/net/ipv4/conf/{name}/proxy_arp", "rb") as f:
         if f.read().strip() != b"1":
             _drift(f"proxy ARP is off on host veth '{name}'")
-    routes = {r.dst for r in host.routes() if r.oif == veth.index and r.gateway is None}
+    routes = {r.dst for r in host.routes(oif=veth.index) if r.gateway is None}
     for ip in ips:
         if ip.address not in routes:
             _drift(f"route {ip.address} dev {name} (to the pod) is missing")
@@ -556,8 +556,8 @@ def _sync_routes(
 ) -> None:
     have = {
         r.dst: r
-        for r in host.routes()
-        if r.protocol == RTPROT_PYCNI and r.type == _RTN_UNICAST and r.dst.length
+        for r in host.routes(protocol=RTPROT_PYCNI)
+        if r.type == _RTN_UNICAST and r.dst.length
     }
     for dst in sorted(have.keys() - want.keys(), key=str):
         changes.append(f"remove route {dst}")
@@ -607,11 +607,8 @@ def _tunnel_works(host: Rtnl) -> bool:
 def _routes_gateway_elsewhere(host: Rtnl) -> bool:
     """The node routes 169.254.1.1 somewhere (its default route, usually): proxy ARP answers
     only for such an address."""
-    gateway = GATEWAY4
-    for route in host.routes(table=None):
-        if route.dst.version == 4 and route.type == _RTN_UNICAST and route.dst.contains(gateway):
-            return True
-    return False
+    route = host.route_to(GATEWAY4)
+    return route is not None and route.type == _RTN_UNICAST
 
 
 def _nft_missing() -> bool:

@@ -230,9 +230,8 @@ def _sync_routes(step: _Step, want: dict[Prefix, IP]) -> None:
     host, index = step.host, step.index
     have = {
         r.dst: r
-        for r in host.routes()
-        if r.oif == index
-        and r.type == _RTN_UNICAST
+        for r in host.routes(oif=index)
+        if r.type == _RTN_UNICAST
         and r.protocol != _RTPROT_KERNEL  # the kernel's own (fe80::/64): not ours to manage
         and r.dst.length
     }

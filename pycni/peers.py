@@ -168,18 +168,21 @@ def pod_cidrs(ipam: object) -> list[Prefix]:
 def find_underlay(host: Rtnl, local_ip: IP | None) -> Underlay:
     """`local_ip` (the config's `localIP`) and the link that holds it; else the first global
     address on the interface of the default route (IPv4 first). Code 50 when there is none."""
+    from pycni.netlink import kernel as k  # loaded already: `host` is an open Rtnl
+
     if local_ip is not None:
-        for address in host.addresses():
+        for address in host.addresses(family=k.FAMILY_OF_VERSION[local_ip.version]):
             if address.prefix.ip == local_ip:
                 return Underlay(local_ip, host.get_link(address.index), address.prefix)
         raise CniError(
             Code.NOT_AVAILABLE, f"no link on this node holds localIP {local_ip}", "$.localIP"
         )
     for version in (4, 6):
-        for route in host.routes():
-            if route.dst.version != version or route.dst.length or route.oif is None:
+        family = k.FAMILY_OF_VERSION[version]
+        for route in host.routes(family, dst_len=0):
+            if route.oif is None:
                 continue
-            for address in host.addresses(route.oif):
+            for address in host.addresses(route.oif, family):
                 if address.prefix.version == version and address.scope == 0:
                     return Underlay(address.prefix.ip, host.get_link(route.oif), address.prefix)
     raise CniError(

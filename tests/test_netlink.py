@@ -522,9 +522,10 @@ class ScriptedSocket:
         self.script = script
         self.sent: list[bytes] = []
         self.queue: list[bytes] = []
+        self.options: list[tuple[object, ...]] = []  # setsockopt calls, in order
 
     def setsockopt(self, *args: object) -> None:
-        pass
+        self.options.append(args)
 
     def bind(self, address: object) -> None:
         pass
@@ -747,6 +748,61 @@ def test_address_route_and_neighbour_requests_read_as_intended_by_pyroute2() -> 
     request = _decoded(sock.sent[-1], ndmsg)
     expect(request, family=AF_INET, ifindex=3, flags=k.NTF_PROXY)
     assert _attrs(request) == {"NDA_DST": "10.0.0.9"}
+
+
+def _dumping(number: int, request: bytes) -> list[bytes]:
+    """Ends every dump at once (NLMSG_DONE); acks anything else."""
+    _, _, flags, seq, _ = _header(request)
+    return [_done(seq)] if flags & k.NLM_F_DUMP == k.NLM_F_DUMP else [_ack(seq)]
+
+
+def test_filtered_dump_and_route_get_requests_read_as_intended_by_pyroute2() -> None:
+    rt, sock = scripted(_dumping)
+    strict_on = (k.SOL_NETLINK, k.NETLINK_GET_STRICT_CHK, 1)
+    strict_off = (k.SOL_NETLINK, k.NETLINK_GET_STRICT_CHK, 0)
+
+    sock.options.clear()
+    assert rt.routes(AF_INET, protocol=112, oif=3) == []
+    request = _decoded(sock.sent[-1], rtmsg)
+    assert request["header"]["flags"] & k.NLM_F_DUMP == k.NLM_F_DUMP
+    expect(request, family=AF_INET, dst_len=0, src_len=0, tos=0, table=k.RT_TABLE_MAIN, proto=112)
+    expect(request, scope=0, type=0, flags=0)
+    assert _attrs(request) == {"RTA_OIF": 3}
+    assert sock.options == [strict_on, strict_off]  # strict for this dump only
+
+    rt.routes(table=1000)
+    request = _decoded(sock.sent[-1], rtmsg)
+    expect(request, family=0, table=k.RT_TABLE_COMPAT, proto=0)
+    assert _attrs(request) == {"RTA_TABLE": 1000}
+
+    sock.options.clear()
+    rt.routes(table=None)  # everything: nothing for the kernel to filter, no strict check
+    expect(_decoded(sock.sent[-1], rtmsg), table=0, proto=0)
+    assert sock.options == []
+
+    sock.options.clear()
+    rt.addresses(3, AF_INET6)
+    request = _decoded(sock.sent[-1], ifaddrmsg)
+    expect(request, family=AF_INET6, index=3, prefixlen=0, flags=0, scope=0)
+    assert sock.options == [strict_on, strict_off]
+
+    rt.neighbours(3)
+    request = _decoded(sock.sent[-1], ndmsg)
+    expect(request, family=0, ifindex=0, state=0, flags=0)
+    assert _attrs(request) == {"NDA_IFINDEX": 3}
+
+    sock.options.clear()
+    rt.fdb_entries(3)
+    request = _decoded(sock.sent[-1], ndmsg)
+    expect(request, family=AF_BRIDGE, ifindex=3, state=0, flags=0)
+    assert _attrs(request) == {} and sock.options == [strict_on, strict_off]
+
+    assert rt.route_to(ip("10.1.2.3")) is None  # acked without an answer
+    request = _decoded(sock.sent[-1], rtmsg)
+    assert request["header"]["flags"] & k.NLM_F_DUMP == 0
+    assert _header(sock.sent[-1])[1] == k.RTM_GETROUTE
+    expect(request, family=AF_INET, dst_len=32)
+    assert _attrs(request) == {"RTA_DST": "10.1.2.3"}
 
 
 # --- namespaces --------------------------------------------------------------------------
@@ -1340,10 +1396,13 @@ class CountingSocket:
     def __init__(self, sock: Any) -> None:
         self.sock = sock
         self.datagrams = 0
+        self.received = 0  # bytes
 
     def recv_into(self, buf: bytearray, nbytes: int = 0, flags: int = 0) -> int:
         size = int(self.sock.recv_into(buf, nbytes, flags))
-        self.datagrams += not flags & MSG_PEEK
+        if not flags & MSG_PEEK:
+            self.datagrams += 1
+            self.received += size
         return size
 
     def __getattr__(self, name: str) -> Any:
@@ -1371,6 +1430,119 @@ def test_dumps_of_300_links_and_300_routes_are_complete(netns: Netns) -> None:
             assert len([r for r in routes if r.dst.ip.version == 6 and r.gateway]) == 300
             assert len(routes) == len(ip_routes(netns)) + len(ip_routes(netns, "-6"))
             assert sock.datagrams - before > 2
+
+
+@contextmanager
+def crowded(ns: Netns) -> Iterator[tuple[int, int]]:
+    """A node with many pods' worth of routes and addresses: v0 (10.1.0.5/24, fd00::5/64,
+    default routes both ways) with 300 /32 host routes out of it, 16 more veth pairs up (an
+    fe80 address and fe80::/64 route each), 4 routes of protocol 112, routes in tables 100 and
+    1000, permanent neighbours on v0 and w0. Yields (v0, w0)."""
+    with routed(ns) as v0:
+        lines = ["route add default via 10.1.0.1", "route add ::/0 via fd00::1"]
+        lines += [f"route add 10.50.{n // 250}.{n % 250 + 1}/32 dev v0" for n in range(300)]
+        lines += [f"route add 10.60.{n}.0/24 via 10.1.0.1 proto 112" for n in range(3)]
+        lines += ["route add fd60::/64 via fd00::1 proto 112"]
+        lines += ["route add 10.70.0.0/16 via 10.1.0.1 table 100"]
+        lines += ["route add 10.71.0.0/16 via 10.1.0.1 table 1000 proto 112"]
+        for n in range(16):
+            lines += [f"link add w{n} type veth peer name x{n}", f"link set w{n} up",
+                      f"link set x{n} up"]  # fmt: skip
+        lines += [
+            f"neigh add 10.1.0.{n} lladdr 02:00:00:00:00:{n:02x} dev v0" for n in range(6, 16)
+        ]
+        ip_batch(ns, lines)
+        w0 = ip_link(ns, "w0")["ifindex"]
+        ns.ip("addr", "add", "10.2.0.5/24", "dev", "w0")
+        ns.ip("neigh", "add", "10.2.0.9", "lladdr", "02:00:00:00:01:09", "dev", "w0")
+        yield v0, w0
+
+
+def _route_key(route: Any) -> tuple[Any, ...]:
+    return (route.family, str(route.dst), route.oif, route.protocol, route.table, route.type)
+
+
+@netns_test
+def test_filtered_dumps_are_the_whole_dump_filtered_and_the_kernel_does_it(netns: Netns) -> None:
+    """Each filtered dump returns exactly what the whole dump, filtered here, holds; and the
+    kernel did the filtering (a strict-checking dump): it sends a fraction of the bytes."""
+    with crowded(netns) as (v0, w0), Rtnl(netns=netns.path) as rt:
+        everything = rt.routes(table=None)
+        main = [r for r in everything if r.table == k.RT_TABLE_MAIN]
+        assert len(main) > 300 and any(r.table == 1000 for r in everything)
+        cases: list[tuple[dict[str, Any], Callable[[Any], bool]]] = [
+            ({}, lambda r: r.table == k.RT_TABLE_MAIN),
+            ({"protocol": 112}, lambda r: r.table == k.RT_TABLE_MAIN and r.protocol == 112),
+            ({"table": None, "protocol": 112}, lambda r: r.protocol == 112),
+            ({"oif": v0}, lambda r: r.table == k.RT_TABLE_MAIN and r.oif == v0),
+            ({"oif": w0}, lambda r: r.table == k.RT_TABLE_MAIN and r.oif == w0),
+            ({"table": 100}, lambda r: r.table == 100),
+            ({"table": 1000}, lambda r: r.table == 1000),
+            ({"dst_len": 0}, lambda r: r.table == k.RT_TABLE_MAIN and r.dst.length == 0),
+            ({"family": AF_INET6, "dst_len": 0},
+             lambda r: r.table == k.RT_TABLE_MAIN and r.family == AF_INET6 and not r.dst.length),
+        ]  # fmt: skip
+        for kwargs, wanted in cases:
+            got = sorted(map(_route_key, rt.routes(**kwargs)))
+            assert got == sorted(_route_key(r) for r in everything if wanted(r)), kwargs
+            assert got, kwargs  # every case selects something: the comparison means something
+        addresses = rt.addresses()
+        for index in (v0, w0):
+            for family in (k.AF_UNSPEC, AF_INET, AF_INET6):
+                got_a = sorted(str(a.prefix) for a in rt.addresses(index, family))
+                want_a = sorted(
+                    str(a.prefix) for a in addresses
+                    if a.index == index and family in (k.AF_UNSPEC, a.family)
+                )  # fmt: skip
+                assert got_a == want_a and got_a, (index, family)
+        neighbours = rt.neighbours()
+        for index in (v0, w0):
+            got_n = sorted(str(n.dst) for n in rt.neighbours(index))
+            assert got_n == sorted(str(n.dst) for n in neighbours if n.index == index) and got_n
+        # FDBs: a bridge with four ports (each with its own entries) and a VXLAN device's own
+        lines = ["link add br0 type bridge", "link set br0 up"]
+        lines += [f"link set w{n} master br0" for n in range(1, 5)]
+        lines += ["link add vx0 type vxlan id 1 dstport 8472 local 10.1.0.5 nolearning"]
+        lines += [f"link set x{n} up" for n in range(1, 5)]
+        ip_batch(netns, lines)
+        vx0 = rt.get_link("vx0").index
+        for n in range(1, 6):
+            rt.add_fdb_entry(vx0, f"02:11:22:33:44:{n:02x}", ip(f"10.1.0.{n + 20}"))
+        fdb = rt.fdb_entries()
+        for index in (vx0, rt.get_link("w1").index, rt.get_link("br0").index):
+            got_f = sorted(f"{e.mac} {e.dst} {e.flags}" for e in rt.fdb_entries(index))
+            want_f = sorted(f"{e.mac} {e.dst} {e.flags}" for e in fdb if e.index == index)
+            assert got_f == want_f and got_f, index
+
+    sock = CountingSocket(namespace.socket_in_netns(netns.path, rtnl._new_socket))
+    with Rtnl(netns=netns.path, sock=sock) as rt:  # type: ignore[arg-type]
+        before = sock.received
+        rt.routes()
+        whole = sock.received - before
+        before = sock.received
+        assert len(rt.routes(protocol=112)) == 4
+        filtered = sock.received - before
+        before = sock.received
+        rt.addresses(v0, AF_INET)
+        one_link = sock.received - before
+    assert filtered * 20 < whole, (filtered, whole)
+    assert one_link < 1000, one_link  # v0's one IPv4 address, not every link's
+
+
+@netns_test
+def test_route_to_is_what_ip_route_get_says(netns: Netns, pod: Netns) -> None:
+    with crowded(netns), Rtnl(netns=netns.path) as rt:
+        for target in ("10.50.0.7", "192.0.2.1", "10.2.0.9", "fd00::77", "2001:db8::1"):
+            ours = rt.route_to(ip(target))
+            (theirs,) = netns.ip_json("route", "get", target)
+            assert ours is not None and ours.oif == ip_link(netns, theirs["dev"])["ifindex"]
+            gateway = str(ours.gateway) if ours.gateway else None
+            assert gateway == theirs.get("gateway"), (target, theirs)
+        local = rt.route_to(ip("10.1.0.5"))
+        assert local is not None and local.type == k.RTN_LOCAL
+    with Rtnl(netns=pod.path) as bare:  # no routes at all: none to anywhere
+        assert bare.route_to(ip("192.0.2.1")) is None
+        assert bare.route_to(ip("2001:db8::1")) is None
 
 
 # --- neighbours and the FDB ---------------------------------------------------------------

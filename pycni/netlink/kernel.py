@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270  # linux/socket.h
 NETLINK_CAP_ACK = 10  # errors echo only the request's header, not the whole request
+NETLINK_GET_STRICT_CHK = 12  # dump requests are checked strictly, and filtered (4.20+)
 NETLINK_EXT_ACK = 11  # errors carry the kernel's own message (NLMSGERR_ATTR_MSG)
 
 NLMSG_NOOP = 1
@@ -112,6 +113,7 @@ RT_SCOPE_HOST = 254
 RT_SCOPE_NOWHERE = 255
 
 RT_TABLE_UNSPEC = 0
+RT_TABLE_COMPAT = 252  # rtm_table of a route whose table id needs RTA_TABLE (> 255)
 RT_TABLE_MAIN = 254
 RT_TABLE_LOCAL = 255
 
