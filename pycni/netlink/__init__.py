@@ -16,8 +16,10 @@ into the pod, enslave, address, link up, default route) then takes ≈ 1 ms.
         pod.add_route(Prefix.parse("0.0.0.0/0"), gateway=IP.parse("10.22.0.1"))
 
 The layout:
-- `rtnl`       Rtnl: the socket and every request (links, addresses, routes, neighbours, FDB,
+- `rtnl`       NetlinkSocket (the exchange any netlink protocol needs) and Rtnl: the
+               rtnetlink socket and every request (links, addresses, routes, neighbours, FDB,
                qdiscs and filters: a tbf, the ingress qdisc, a u32 redirect to an IFB);
+- `conntrack`  Conntrack (ctnetlink): list connection-tracking entries, delete them;
 - `records`    Link (with VxlanInfo, IpipInfo, BridgeInfo, BridgePort), Address, Route,
                Neighbour, Qdisc (with TbfInfo), Filter;
 - `errors`     NetlinkError (exact errno), NetlinkNotFound, NetlinkExists, NamespaceNotFound;

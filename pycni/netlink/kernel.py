@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 # --- linux/netlink.h -------------------------------------------------------------------------
 
 NETLINK_ROUTE = 0
+NETLINK_NETFILTER = 12  # nfnetlink: conntrack (linux/netfilter/nfnetlink.h)
 SOL_NETLINK = 270  # linux/socket.h
 NETLINK_CAP_ACK = 10  # errors echo only the request's header, not the whole request
 NETLINK_GET_STRICT_CHK = 12  # dump requests are checked strictly, and filtered (4.20+)
@@ -572,6 +573,41 @@ TCA_U32 = Attrs(
 )
 
 # The attribute spaces, by the header enum prefix they mirror (for the header cross-check).
+# --- conntrack (linux/netfilter/nfnetlink.h, nfnetlink_conntrack.h) -------------------------
+
+NFNL_SUBSYS_CTNETLINK = 1
+NFNETLINK_V0 = 0
+IPCTNL_MSG_CT_NEW = 0
+IPCTNL_MSG_CT_GET = 1
+IPCTNL_MSG_CT_DELETE = 2
+NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (__be16; always 0 here)
+
+CTA_IP = Attrs(
+    "CTA_IP",
+    {
+        "v4_src": (1, ADDRESS),
+        "v4_dst": (2, ADDRESS),
+        "v6_src": (3, ADDRESS),
+        "v6_dst": (4, ADDRESS),
+    },
+)
+CTA_PROTO = Attrs("CTA_PROTO", {"num": (1, U8), "src_port": (2, BE16), "dst_port": (3, BE16)})
+CTA_TUPLE = Attrs(
+    "CTA_TUPLE",
+    {"ip": (1, Nested(CTA_IP)), "proto": (2, Nested(CTA_PROTO)), "zone": (3, BE16)},
+)
+CTA = Attrs(
+    "CTA",
+    {
+        "tuple_orig": (1, Nested(CTA_TUPLE)),
+        "tuple_reply": (2, Nested(CTA_TUPLE)),
+        "status": (3, BE32),
+        "mark": (8, BE32),
+        "id": (12, BE32),
+        "zone": (18, BE16),
+    },
+)
+
 SPACES: dict[str, Attrs] = {
     "IFLA_": IFLA,
     "IFLA_INFO_": IFLA_INFO,
@@ -590,4 +626,8 @@ SPACES: dict[str, Attrs] = {
     "TCA_MIRRED_": TCA_MIRRED,
     "TCA_ACT_": TCA_ACT,
     "TCA_U32_": TCA_U32,
+    "CTA_": CTA,
+    "CTA_TUPLE_": CTA_TUPLE,
+    "CTA_IP_": CTA_IP,
+    "CTA_PROTO_": CTA_PROTO,
 }

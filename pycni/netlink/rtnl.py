@@ -62,10 +62,8 @@ QDISC_GONE = frozenset({errno.ENOENT, errno.ENODEV})  # delete_qdisc (ENOENT: no
 _ETH_P_ALL_BE = int.from_bytes(k.ETH_P_ALL.to_bytes(2, "big"), "little")  # tcm_info: __be16
 
 
-def _new_socket() -> _socket.socket:
-    return _socket.socket(
-        _socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, k.NETLINK_ROUTE
-    )
+def _new_socket(protocol: int = k.NETLINK_ROUTE) -> _socket.socket:
+    return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, protocol)
 
 
 def _describe(link: int | str) -> str:
@@ -106,17 +104,21 @@ def tbf_buffer_ticks(rate: int, burst: int) -> int:
     return ticks
 
 
-class Rtnl:
-    """A NETLINK_ROUTE socket in the current network namespace or, with `netns` (a path such
-    as /run/netns/NAME or /proc/PID/ns/net, or an open namespace fd), inside that one; the
-    process itself stays where it is. Use it in a `with` block.
+class NetlinkSocket:
+    """One netlink socket (of protocol PROTOCOL) in the current network namespace or, with
+    `netns` (a path such as /run/netns/NAME or /proc/PID/ns/net, or an open namespace fd),
+    inside that one; the process itself stays where it is. Use it in a `with` block.
 
-    Links are named by index or by name (`int | str`); requests that need an index look a
-    name up first (one more round trip), so pass the index when you have it.
+    The exchange every request goes through: NLM_F_ACK on each, answers matched by sequence
+    number and port id, the kernel's errno exact (and its extended-ack message), dumps read to
+    NLMSG_DONE and run again when interrupted. Rtnl (rtnetlink) and pycni.netlink.conntrack's
+    Conntrack (ctnetlink) add the requests.
 
-    `sock` is an open, not yet bound NETLINK_ROUTE socket to use instead of a new one (`netns`
-    then only names it in messages); the tests feed a scripted one through it.
+    `sock` is an open, not yet bound socket to use instead of a new one (`netns` then only
+    names it in messages); the tests feed a scripted one through it.
     """
+
+    PROTOCOL = k.NETLINK_ROUTE
 
     def __init__(
         self, netns: str | int | None = None, *, sock: _socket.socket | None = None
@@ -128,7 +130,12 @@ class Rtnl:
         elif netns is not None:
             self._where = f" in netns fd {netns}"
         if sock is None:
-            sock = _new_socket() if netns is None else socket_in_netns(netns, _new_socket)
+            protocol = self.PROTOCOL
+
+            def factory() -> _socket.socket:
+                return _new_socket(protocol)
+
+            sock = factory() if netns is None else socket_in_netns(netns, factory)
         try:
             for option in (k.NETLINK_EXT_ACK, k.NETLINK_CAP_ACK):
                 try:
@@ -157,6 +164,143 @@ class Rtnl:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _request(
+        self,
+        msg_type: int,
+        flags: int,
+        body: bytes,
+        what: str,
+        gone: frozenset[int] = frozenset(),
+        parse: Callable[[memoryview], T | None] | None = None,
+    ) -> list[T]:
+        """Send one request and wait for its ack; the answers before it, parsed."""
+        return self._exchange(msg_type, flags, body, what, gone, parse)[0]
+
+    def _dump(
+        self,
+        msg_type: int,
+        body: bytes,
+        what: str,
+        parse: Callable[[memoryview], T | None],
+        *,
+        strict: bool = False,
+    ) -> list[T]:
+        """With `strict`, the request goes out on a strict-checking socket, so the kernel
+        applies the filters in its header and attributes (the flag is read when a dump
+        starts, and cleared again once it is read)."""
+        for _ in range(DUMP_ATTEMPTS):
+            if strict:
+                self._set_strict(True)
+            try:
+                found, interrupted = self._exchange(
+                    msg_type, k.NLM_F_DUMP, body, what, frozenset(), parse
+                )
+            finally:
+                if strict:
+                    self._set_strict(False)
+            if not interrupted:
+                return found
+        raise NetlinkError(
+            errno.EINTR,
+            f"{what}{self._where}",
+            f"the dump was interrupted by changes {DUMP_ATTEMPTS} times in a row",
+        )
+
+    def _exchange(
+        self,
+        msg_type: int,
+        flags: int,
+        body: bytes,
+        what: str,
+        gone: frozenset[int],
+        parse: Callable[[memoryview], T | None] | None,
+    ) -> tuple[list[T], bool]:
+        self._seq = self._seq % 0xFFFFFFFF + 1
+        seq = self._seq
+        dump = flags & k.NLM_F_DUMP == k.NLM_F_DUMP
+        request = pack_message(msg_type, flags | k.NLM_F_REQUEST | k.NLM_F_ACK, seq, body)
+        try:
+            self._sock.send(request)
+        except OSError as err:  # ENOBUFS, ...: the request never reached the kernel
+            raise NetlinkError(err.errno or errno.EIO, what + self._where) from None
+        found: list[T] = []
+        interrupted = False
+        while True:
+            for answer_type, answer_flags, answer_seq, port, payload in iter_messages(
+                self._read(what)
+            ):
+                if answer_seq != seq or port != self._port:
+                    continue  # not an answer to this request (e.g. an abandoned dump's tail)
+                if answer_flags & k.NLM_F_DUMP_INTR:
+                    interrupted = True
+                if answer_type == k.NLMSG_ERROR:
+                    code = -_ERRNO.unpack_from(payload)[0]
+                    if code:
+                        raise self._error(code, answer_flags, payload, what, gone, done=False)
+                    if not dump:
+                        return found, interrupted
+                elif answer_type == k.NLMSG_DONE:
+                    if dump:
+                        code = -_ERRNO.unpack_from(payload)[0] if len(payload) >= 4 else 0
+                        if code:
+                            raise self._error(code, answer_flags, payload, what, gone, done=True)
+                        return found, interrupted
+                elif answer_type >= k.NLMSG_MIN_TYPE and parse is not None:
+                    item = parse(payload)
+                    if item is not None:
+                        found.append(item)
+
+    def _set_strict(self, on: bool) -> None:
+        try:
+            self._sock.setsockopt(k.SOL_NETLINK, k.NETLINK_GET_STRICT_CHK, int(on))
+        except OSError:  # before Linux 4.20: no kernel-side filters, ours still apply
+            pass
+
+    def _read(self, what: str) -> memoryview:
+        """One datagram, whole: peek at its size first and grow the buffer if need be."""
+        try:
+            size = self._sock.recv_into(self._buf, 0, _socket.MSG_PEEK | _socket.MSG_TRUNC)
+            if size > len(self._buf):
+                self._buf = bytearray(align(size))
+            size = self._sock.recv_into(self._buf)
+        except OSError as err:
+            raise NetlinkError(err.errno or errno.EIO, what + self._where) from None
+        return memoryview(self._buf)[:size]
+
+    def _error(
+        self,
+        code: int,
+        answer_flags: int,
+        payload: memoryview,
+        what: str,
+        gone: frozenset[int],
+        *,
+        done: bool,
+    ) -> NetlinkError:
+        message = ""
+        if answer_flags & k.NLM_F_ACK_TLVS:  # extended ack: the kernel's own words
+            if done:
+                offset = 4  # NLMSG_DONE: the errno, then the attributes
+            elif answer_flags & k.NLM_F_CAPPED or len(payload) < 8:
+                offset = 4 + 16  # NLMSG_ERROR: the errno, the request's header only, ...
+            else:
+                offset = 4 + align(struct.unpack_from("=I", payload, 4)[0])  # ... or all of it
+            message = k.NLMSGERR.decode(payload[offset:]).get("msg", "")
+        if code in gone:
+            return NetlinkNotFound(code, what + self._where, message)
+        if code == errno.EEXIST:
+            return NetlinkExists(code, what + self._where, message)
+        return NetlinkError(code, what + self._where, message)
+
+
+class Rtnl(NetlinkSocket):
+    """A NETLINK_ROUTE socket (see NetlinkSocket for `netns` and `sock`) and what the plugins
+    ask of it.
+
+    Links are named by index or by name (`int | str`); requests that need an index look a
+    name up first (one more round trip), so pass the index when you have it.
+    """
 
     # --- links ---------------------------------------------------------------------------
 
@@ -925,131 +1069,3 @@ class Rtnl:
         body = k.IFINFOMSG.pack(k.AF_UNSPEC, 0, 0, flags, flags) + k.IFLA.encode(attrs)
         self._request(k.RTM_NEWLINK, k.NLM_F_CREATE | k.NLM_F_EXCL, body, what)
         return self._get_link(name, f"get the new {kind} '{name}'")
-
-    def _request(
-        self,
-        msg_type: int,
-        flags: int,
-        body: bytes,
-        what: str,
-        gone: frozenset[int] = frozenset(),
-        parse: Callable[[memoryview], T | None] | None = None,
-    ) -> list[T]:
-        """Send one request and wait for its ack; the answers before it, parsed."""
-        return self._exchange(msg_type, flags, body, what, gone, parse)[0]
-
-    def _dump(
-        self,
-        msg_type: int,
-        body: bytes,
-        what: str,
-        parse: Callable[[memoryview], T | None],
-        *,
-        strict: bool = False,
-    ) -> list[T]:
-        """With `strict`, the request goes out on a strict-checking socket, so the kernel
-        applies the filters in its header and attributes (the flag is read when a dump
-        starts, and cleared again once it is read)."""
-        for _ in range(DUMP_ATTEMPTS):
-            if strict:
-                self._set_strict(True)
-            try:
-                found, interrupted = self._exchange(
-                    msg_type, k.NLM_F_DUMP, body, what, frozenset(), parse
-                )
-            finally:
-                if strict:
-                    self._set_strict(False)
-            if not interrupted:
-                return found
-        raise NetlinkError(
-            errno.EINTR,
-            f"{what}{self._where}",
-            f"the dump was interrupted by changes {DUMP_ATTEMPTS} times in a row",
-        )
-
-    def _exchange(
-        self,
-        msg_type: int,
-        flags: int,
-        body: bytes,
-        what: str,
-        gone: frozenset[int],
-        parse: Callable[[memoryview], T | None] | None,
-    ) -> tuple[list[T], bool]:
-        self._seq = self._seq % 0xFFFFFFFF + 1
-        seq = self._seq
-        dump = flags & k.NLM_F_DUMP == k.NLM_F_DUMP
-        request = pack_message(msg_type, flags | k.NLM_F_REQUEST | k.NLM_F_ACK, seq, body)
-        try:
-            self._sock.send(request)
-        except OSError as err:  # ENOBUFS, ...: the request never reached the kernel
-            raise NetlinkError(err.errno or errno.EIO, what + self._where) from None
-        found: list[T] = []
-        interrupted = False
-        while True:
-            for answer_type, answer_flags, answer_seq, port, payload in iter_messages(
-                self._read(what)
-            ):
-                if answer_seq != seq or port != self._port:
-                    continue  # not an answer to this request (e.g. an abandoned dump's tail)
-                if answer_flags & k.NLM_F_DUMP_INTR:
-                    interrupted = True
-                if answer_type == k.NLMSG_ERROR:
-                    code = -_ERRNO.unpack_from(payload)[0]
-                    if code:
-                        raise self._error(code, answer_flags, payload, what, gone, done=False)
-                    if not dump:
-                        return found, interrupted
-                elif answer_type == k.NLMSG_DONE:
-                    if dump:
-                        code = -_ERRNO.unpack_from(payload)[0] if len(payload) >= 4 else 0
-                        if code:
-                            raise self._error(code, answer_flags, payload, what, gone, done=True)
-                        return found, interrupted
-                elif answer_type >= k.NLMSG_MIN_TYPE and parse is not None:
-                    item = parse(payload)
-                    if item is not None:
-                        found.append(item)
-
-    def _set_strict(self, on: bool) -> None:
-        try:
-            self._sock.setsockopt(k.SOL_NETLINK, k.NETLINK_GET_STRICT_CHK, int(on))
-        except OSError:  # before Linux 4.20: no kernel-side filters, ours still apply
-            pass
-
-    def _read(self, what: str) -> memoryview:
-        """One datagram, whole: peek at its size first and grow the buffer if need be."""
-        try:
-            size = self._sock.recv_into(self._buf, 0, _socket.MSG_PEEK | _socket.MSG_TRUNC)
-            if size > len(self._buf):
-                self._buf = bytearray(align(size))
-            size = self._sock.recv_into(self._buf)
-        except OSError as err:
-            raise NetlinkError(err.errno or errno.EIO, what + self._where) from None
-        return memoryview(self._buf)[:size]
-
-    def _error(
-        self,
-        code: int,
-        answer_flags: int,
-        payload: memoryview,
-        what: str,
-        gone: frozenset[int],
-        *,
-        done: bool,
-    ) -> NetlinkError:
-        message = ""
-        if answer_flags & k.NLM_F_ACK_TLVS:  # extended ack: the kernel's own words
-            if done:
-                offset = 4  # NLMSG_DONE: the errno, then the attributes
-            elif answer_flags & k.NLM_F_CAPPED or len(payload) < 8:
-                offset = 4 + 16  # NLMSG_ERROR: the errno, the request's header only, ...
-            else:
-                offset = 4 + align(struct.unpack_from("=I", payload, 4)[0])  # ... or all of it
-            message = k.NLMSGERR.decode(payload[offset:]).get("msg", "")
-        if code in gone:
-            return NetlinkNotFound(code, what + self._where, message)
-        if code == errno.EEXIST:
-            return NetlinkExists(code, what + self._where, message)
-        return NetlinkError(code, what + self._where, message)
