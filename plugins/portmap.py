@@ -49,6 +49,8 @@ NAT_LAYOUT = "1"  # bump when the node-level chains change shape
 LOCALHOST4 = "127.0.0.0/8"
 NFT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 DEL_ATTEMPTS = 4  # a DEL retried after finding keys other pods now hold (bounded)
+FAMILIES = {4: 2, 6: 10}  # AF_INET, AF_INET6 (the netlink package loads only where needed)
+IPPROTO_UDP = 17
 
 
 class PortMapping(Record):
@@ -150,6 +152,7 @@ def cmd_add(call: Call, conf: PortmapConf) -> Result:
         if "File exists" in message:
             _raise_claimed(call, chain, keys)
         raise CniError(Code.KERNEL, f"failed to forward the hostPorts: nft: {message}")
+    _forget_udp_connections(conf.mappings, set(pod_ips))
     return prev
 
 
@@ -264,6 +267,25 @@ def _keys(mappings: list[PortMapping], families: set[int]) -> list[tuple[str, st
             key = f"ipv{version} . {mapping.protocol} . {mapping.host_port}"
             out.append((ANY_ADDRESS_MAP, key, mapping))
     return out
+
+
+def _forget_udp_connections(mappings: list[PortMapping], families: set[int]) -> None:
+    """Delete the conntrack entries of UDP datagrams sent to these hostPorts before the DNAT
+    existed: they would keep steering a client that never stops sending away from the pod
+    (pycni.netlink.conntrack says why). As in the reference portmap, after the rules are in
+    place, and a failure does not fail the ADD: the hostPorts work for every new client."""
+    ports = {m.host_port for m in mappings if m.protocol == "udp"}
+    if not ports:
+        return
+    from pycni.netlink import NetlinkError
+    from pycni.netlink.conntrack import Conntrack
+
+    try:
+        with Conntrack() as table:
+            for version in sorted(families):
+                table.delete_to_ports(FAMILIES[version], IPPROTO_UDP, ports)
+    except (NetlinkError, OSError):  # no ctnetlink in this kernel, or not allowed
+        pass
 
 
 def _rules(conf: PortmapConf, pod_ips: dict[int, IP]) -> list[str]:

@@ -8,6 +8,8 @@ import copy
 import io
 import json
 import os
+import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -128,6 +130,63 @@ def test_host_port_reached_from_node_localhost_other_pod_and_itself(node: Node) 
     assert pod_chains_and_elements(node) == ([], [])
     gone = connectivity.probe(b.ns, NODE4, "tcp", port=HOST_PORT, timeout=1)
     assert not gone.reached
+
+
+# A UDP client that never stops: one socket, one source port, a datagram every 50 ms; prints
+# the first answer and exits 0, or exits 1 after `seconds`.
+STEADY_UDP_CLIENT = r"""
+import socket, sys, time
+source, target, port, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((source, 40404))
+s.settimeout(0.05)
+print("sending", flush=True)
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    try:
+        s.sendto(b"ping", (target, port))
+        print(s.recvfrom(64)[0].decode(), flush=True)
+        sys.exit(0)
+    except (socket.timeout, ConnectionRefusedError):
+        pass
+sys.exit(1)
+"""
+
+
+def test_a_udp_client_that_kept_sending_reaches_the_pod_that_takes_the_port(node: Node) -> None:
+    """Pod a1 holds UDP hostPort 8080 and goes; pod b keeps sending to the node's port from
+    one source port all along, so its conntrack entry still points at a1's address; pod a2
+    takes the port. The ADD deletes that entry (as the reference portmap does), so b's next
+    datagram is a new connection, which the DNAT sends to a2: a2 answers. Without the
+    deletion, b's datagrams would follow the stale entry to a1's address for as long as they
+    kept coming."""
+    conf = node.conf(conflist())
+    udp = {"portMappings": [{"hostPort": HOST_PORT, "containerPort": connectivity.PORT,
+                             "protocol": "udp"}]}  # fmt: skip
+    node.add_pod("a1", conf, capability_args=udp)  # no server: nothing answers b yet
+    b = node.add_pod("b", conf)
+    (b4,) = b.addresses(4)
+    argv = ["ip", "netns", "exec", b.ns.name, connectivity.python(), "-I", "-c",
+            STEADY_UDP_CLIENT, b4, NODE4, str(HOST_PORT), "20"]  # fmt: skip
+    client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = None
+    try:
+        assert client.stdout is not None and client.stdout.readline().strip() == "sending"
+        time.sleep(0.5)  # b's entry exists, DNATed to a1
+        node.remove_pod("a1", conf)
+        time.sleep(0.5)  # b keeps sending into the stale entry
+        a2 = node.add_pod("a2", conf, capability_args=udp)
+        assert a2.addresses(4) != []
+        server = connectivity.serve(a2.ns)
+        out, err = client.communicate(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        if server is not None:
+            server.stop()
+    assert client.returncode == 0, f"pod a2 never answered b's datagrams: {err}"
+    assert out.strip() == b4  # a2 saw b's own address: DNAT, no masquerade
 
 
 def test_without_snat_nothing_is_marked_and_pods_still_reach_the_port(node: Node) -> None:
