@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take over its TLS handshake
 TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6InB5Y25pLXRlc3QifQ.c2VydmljZWFjY291bnQ.c2lnbmF0dXJl"
 
 
@@ -324,7 +325,10 @@ class FakeApiServer:
         context.verify_mode = ssl.CERT_OPTIONAL  # a client certificate, or a bearer token
         server = ThreadingHTTPServer(("", 0), _handler(self), bind_and_activate=False)
         server.socket.close()
-        server.socket = context.wrap_socket(sock, server_side=True)
+        # The TLS handshake happens in each connection's own thread (Handler.setup), not in
+        # accept() on the serving thread: there one client slow to say hello would hold up
+        # every other one, which no real API server does.
+        server.socket = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
@@ -361,6 +365,12 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def setup(self) -> None:
+            self.request.settimeout(HANDSHAKE_TIMEOUT)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+            super().setup()
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
