@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 NAME = "pycni-bandwidth"
 IFB_PREFIX = "pbw"
 ALIAS_PREFIX = "pycni-bandwidth "
+MAX_ALIAS = 255  # IFLA_IFALIAS: IFALIASZ (256) bytes, its NUL included
 LATENCY_NS = 25_000_000  # how long a packet may wait in a tbf's queue at its rate
 MAX_BURST_BYTES = 0xFFFFFFFF  # TCA_TBF_BURST is a u32
 KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
@@ -222,13 +223,13 @@ def cmd_status(call: Call, conf: BandwidthConf) -> None:
 
 
 def cmd_gc(call: Call, conf: BandwidthConf) -> None:
-    """Delete this network's IFBs (known by their alias) of attachments not in the list."""
-    valid = set(call.valid_attachments or [])
+    """Delete this network's IFBs (known by their alias) of attachments not in the list
+    (known by the IFB's name: it is made from the attachment)."""
+    valid = {ifb_name(attachment) for attachment in call.valid_attachments or []}
     failures: list[str] = []
     with Rtnl() as host:
         for link in host.links():
-            owner = _ifb_owner(link, call.name)
-            if owner is None or owner in valid:
+            if not _of_network(link, call.name) or link.name in valid:
                 continue
             try:
                 host.delete_link(link.index, missing_ok=True)
@@ -241,16 +242,31 @@ def cmd_gc(call: Call, conf: BandwidthConf) -> None:
 # --- steps ---------------------------------------------------------------------------------
 
 
-def ifb_name(call: Call) -> str:
+def ifb_name(attachment: Call | Attachment) -> str:
     """ "pbw" + 12 hex digits of sha256(containerID/ifname): 15 characters, IFNAMSIZ - 1."""
-    import _sha256
-
-    digest: str = _sha256.sha256(f"{call.container_id}/{call.ifname}".encode()).hexdigest()
-    return IFB_PREFIX + digest[:12]
+    return IFB_PREFIX + _sha256_hex(f"{attachment.container_id}/{attachment.ifname}")[:12]
 
 
 def ifb_alias(call: Call) -> str:
-    return f"{ALIAS_PREFIX}{call.name} {call.container_id} {call.ifname}"
+    """Whose IFB it is: "pycni-bandwidth <network> <containerID> <ifname>" for GC and for a
+    person reading `ip link`, or only the network when that does not fit the kernel's 255
+    bytes (GC needs no more: the attachment is in the IFB's name); a network name too long
+    for it is given as sha256:<digest>."""
+    full = f"{ALIAS_PREFIX}{call.name} {call.container_id} {call.ifname}"
+    return full if len(full.encode()) <= MAX_ALIAS else ALIAS_PREFIX + _network_token(call.name)
+
+
+def _network_token(network: str) -> str:
+    if len(ALIAS_PREFIX) + len(network.encode()) <= MAX_ALIAS:
+        return network
+    return "sha256:" + _sha256_hex(network)
+
+
+def _sha256_hex(text: str) -> str:
+    import _sha256
+
+    digest: str = _sha256.sha256(text.encode()).hexdigest()
+    return digest
 
 
 def find_host_veth(host: Rtnl, call: Call, prev: Result) -> Link:
@@ -363,15 +379,12 @@ def _remove_qdiscs(host: Rtnl, name: str) -> None:
         pass  # the veth went while we looked
 
 
-def _ifb_owner(link: Link, network: str) -> Attachment | None:
-    from pycni.skel import Attachment
-
-    if link.kind != "ifb" or not (link.alias or "").startswith(ALIAS_PREFIX):
-        return None
-    fields = (link.alias or "")[len(ALIAS_PREFIX) :].split(" ")
-    if len(fields) != 3 or fields[0] != network:
-        return None
-    return Attachment(fields[1], fields[2])
+def _of_network(link: Link, network: str) -> bool:
+    """An IFB of pycni-bandwidth's for this network, by its alias (see ifb_alias)."""
+    alias = link.alias or ""
+    if link.kind != "ifb" or not alias.startswith(ALIAS_PREFIX):
+        return False
+    return alias[len(ALIAS_PREFIX) :].split(" ")[0] == _network_token(network)
 
 
 def _prev_result(call: Call) -> Result:

@@ -414,6 +414,39 @@ def test_gc_removes_only_this_networks_stale_ifbs(node: Node, bundle: Path) -> N
     assert ifb_of(stale) not in ifbs(node)
 
 
+def test_long_container_ids_and_network_names_get_an_ifb_gc_still_finds(
+    node: Node, bundle: Path
+) -> None:
+    """The IFB's alias must fit the kernel's 255 bytes: with a 250-character container ID it
+    names only the network (the attachment is in the IFB's name), with a 245-character
+    network name that network's digest; GC finds both, and keeps what is listed valid."""
+    conf = node.conf(conflist())
+    pod = node.add_pod("a", conf)
+    cases = [("kubenet", "c" * 250, "pycni-bandwidth kubenet")]
+    long_name = "n" * 245
+    digest = hashlib.sha256(long_name.encode()).hexdigest()
+    cases.append((long_name, "cid", f"pycni-bandwidth sha256:{digest}"))
+    for network, container_id, alias in cases:
+        config = single("1.1.0", prev=pod.result, **LIMITS) | {"name": network}
+
+        def call(command: str, config: dict[str, Any], cid: str = container_id) -> Any:
+            return invoke(str(bundle / "pycni-bandwidth"), command, container_id=cid,
+                          netns=pod.ns.path, ifname="eth0", config=config,
+                          in_netns=node.ns.path)  # fmt: skip
+
+        done = call("ADD", config)
+        assert done.ok, done.error()
+        ifb = "pbw" + hashlib.sha256(f"{container_id}/eth0".encode()).hexdigest()[:12]
+        assert ifbs(node)[ifb]["ifalias"] == alias
+        gc = single("1.1.0") | {"name": network}
+        valid = [{"containerID": container_id, "ifname": "eth0"}]
+        assert call("GC", gc | {"cni.dev/valid-attachments": valid}).ok
+        assert ifb in ifbs(node)  # listed: kept
+        assert call("GC", gc | {"cni.dev/valid-attachments": []}).ok
+        assert ifb not in ifbs(node)  # not listed: collected
+        assert call("DEL", config).ok
+
+
 # --- bad config -----------------------------------------------------------------------------
 
 
