@@ -1909,12 +1909,15 @@ def test_conntrack_entries_and_delete_agree_with_pyroute2(netns: Netns, pod: Net
             (17, "10.77.0.1", 40001, "10.77.0.2", 8080),
             (17, "fd77::1", 40003, "fd77::2", 9090),
         } <= ours
-        gone = table.delete_to_ports(AF_INET, 17, {8080})
+        gone = table.delete_to_ports(17, {8080}, [AF_INET])
         assert sorted(e.sport or 0 for e in gone) == [40001, 40002]
         left = pyroute2_conntrack(netns)
         assert not [e for e in left if e[3] == "10.77.0.2" and e[4] == 8080]
         assert (17, "10.77.0.1", 40003, "10.77.0.2", 9090) in left
         assert (17, "fd77::1", 40001, "fd77::2", 8080) in left  # the other family stays
+        both = table.delete_to_ports(17, {9090})  # both families, from one dump
+        assert sorted(str(e.src) for e in both) == ["10.77.0.1", "fd77::1"]
+        assert not [e for e in pyroute2_conntrack(netns) if e[4] == 9090]
         table.delete(gone[0])  # gone already: fine
         with pytest.raises(NetlinkNotFound) as caught:
             table.delete(gone[0], missing_ok=False)
