@@ -12,7 +12,9 @@ only. With `snat` (the default), connections from the node's localhost and from 
 Every change is one atomic `nft -f` transaction, and nothing in it names a rule handle:
 - ADD fills the pod's chain (create, flush, rules) and adds its elements. The kernel refuses an
   element whose key another pod's chain holds, which makes a claimed hostPort an error that
-  names its owner (the owner's chain comment says "<network> <containerID>/<ifname>").
+  names its owner (the owner's chain comment says "<network> <containerID>/<ifname>"). When
+  the chain exists already (an ADD repeated), the same transaction deletes the chain's
+  elements that the mappings no longer list.
 - DEL adds, then deletes, each of the pod's elements and its chain in one transaction: a no-op
   when they are already gone, so repeated or parallel DELs cannot fail on "not found"; a key
   another pod owns by now is left to it. A DEL without mappings does nothing at all.
@@ -49,6 +51,7 @@ NAT_LAYOUT = "1"  # bump when the node-level chains change shape
 LOCALHOST4 = "127.0.0.0/8"
 NFT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 DEL_ATTEMPTS = 4  # a DEL retried after finding keys other pods now hold (bounded)
+ADD_ATTEMPTS = 3  # an ADD retried when a key it drops changed hands meanwhile (bounded)
 FAMILIES = {4: 2, 6: 10}  # AF_INET, AF_INET6 (the netlink package loads only where needed)
 IPPROTO_UDP = 17
 CONNTRACK_COUNT = "/proc/sys/net/netfilter/nf_conntrack_count"  # this namespace's entries
@@ -148,13 +151,17 @@ def cmd_add(call: Call, conf: PortmapConf) -> Result:
     ]
     if conf.snat and 4 in pod_ips:
         _enable_route_localnet(pod_ips[4])
-    status, message = _nft("".join(script))
-    if status != 0:
-        if "File exists" in message:
-            _raise_claimed(call, chain, keys)
-        raise CniError(Code.KERNEL, f"failed to forward the hostPorts: nft: {message}")
-    _forget_udp_connections(conf.mappings, set(pod_ips))
-    return prev
+    message = ""
+    for _attempt in range(ADD_ATTEMPTS):
+        dropped = _dropped_keys(chain, keys)  # a repeated ADD with fewer mappings
+        status, message = _nft("".join(script) + _delete_elements_script(chain, dropped))
+        if status == 0:
+            _forget_udp_connections(conf.mappings, set(pod_ips))
+            return prev
+        if "File exists" not in message:
+            break
+        _raise_if_claimed(call, chain, keys)  # else a dropped key changed hands: again
+    raise CniError(Code.KERNEL, f"failed to forward the hostPorts: nft: {message}")
 
 
 def cmd_del(call: Call, conf: PortmapConf) -> None:
@@ -378,11 +385,33 @@ def _del_script(chain: str, keys: list[tuple[str, str, PortMapping]]) -> str:
         [
             *_table_and_maps(),
             f"add chain inet {TABLE} {chain}\n",
-            *(f"add element inet {TABLE} {m} {{ {k} : jump {chain} }}\n" for m, k, _ in keys),
-            *(f"delete element inet {TABLE} {m} {{ {k} }}\n" for m, k, _ in keys),
+            _delete_elements_script(chain, [(m, k) for m, k, _ in keys]),
             f"flush chain inet {TABLE} {chain}\n",
             f"delete chain inet {TABLE} {chain}\n",
         ]
+    )
+
+
+def _delete_elements_script(chain: str, keys: list[tuple[str, str]]) -> str:
+    """Delete these elements of `chain`'s; gone already is a no-op (each is added first), and
+    one that jumps to another chain by now fails the transaction ("File exists")."""
+    return "".join(
+        [
+            *(f"add element inet {TABLE} {m} {{ {k} : jump {chain} }}\n" for m, k in keys),
+            *(f"delete element inet {TABLE} {m} {{ {k} }}\n" for m, k in keys),
+        ]
+    )
+
+
+def _dropped_keys(chain: str, keys: list[tuple[str, str, PortMapping]]) -> list[tuple[str, str]]:
+    """The elements that jump to `chain` but are not among `keys`: what an earlier ADD of the
+    same attachment added for mappings it no longer lists. The listing (an `nft` run) happens
+    only when the chain exists: one nfnetlink query for the common, first ADD."""
+    if masquerade.chain_comment(chain) is None:
+        return []
+    wanted = {(m, k) for m, k, _ in keys}
+    return sorted(
+        key for key, owner in _map_owners().items() if owner == chain and key not in wanted
     )
 
 
@@ -437,7 +466,8 @@ def _map_owners(listing: list[dict[str, Any]] | None = None) -> dict[tuple[str, 
     return owners
 
 
-def _raise_claimed(call: Call, chain: str, keys: list[tuple[str, str, PortMapping]]) -> None:
+def _raise_if_claimed(call: Call, chain: str, keys: list[tuple[str, str, PortMapping]]) -> None:
+    """Error 102 naming the holder if another pod's chain holds one of `keys`."""
     owners = _map_owners()
     for map_name, key, mapping in keys:
         owner = owners.get((map_name, key))
@@ -455,7 +485,6 @@ def _raise_claimed(call: Call, chain: str, keys: list[tuple[str, str, PortMappin
                 f"failed to forward {mapping}: it is already claimed by the {who}",
                 "a hostPort serves one pod per node and protocol",
             )
-    raise CniError(Code.KERNEL, "failed to forward the hostPorts: nft: an element already exists")
 
 
 # --- internals -------------------------------------------------------------------------------

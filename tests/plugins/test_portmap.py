@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pycni import connectivity, masquerade, skel, spawn, versions
 from pycni.plugins import portmap
 from pycni.runtime import PluginError, invoke
-from pycni.testbed import Node
+from pycni.testbed import Node, Pod
 from tests.test_schema_validators import INTERESTING_STRINGS, json_values
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -33,6 +33,8 @@ HOST_PORT = 8080
 # PYCNI_STRESS=full: 192 pods (the most that churn at once in the /24 with room to spare)
 STRESS_PODS = 192 if os.environ.get("PYCNI_STRESS") == "full" else 64
 ICMP = [{"hostPort": 8, "containerPort": 1, "protocol": "icmp"}]
+UDP_8080 = {"portMappings": [{"hostPort": 8080, "containerPort": 18080, "protocol": "udp"}]}
+TCP_8080 = {"portMappings": [{"hostPort": 8080, "containerPort": 18080, "protocol": "tcp"}]}
 
 
 def conflist(version: str = "1.1.0", **portmap_keys: Any) -> dict[str, Any]:
@@ -132,12 +134,13 @@ def test_host_port_reached_from_node_localhost_other_pod_and_itself(node: Node) 
     assert not gone.reached
 
 
-# A UDP client that never stops: one socket, one source port, a datagram every 50 ms; prints
-# the first answer and exits 0, or exits 1 after `seconds`.
+# A UDP client that never stops: one socket, one source port (CLIENT_PORT), a datagram every
+# 50 ms; prints the first answer and exits 0, or exits 1 after `seconds`.
+CLIENT_PORT = 40404
 STEADY_UDP_CLIENT = r"""
 import socket, sys, time
 source, target, port, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in target else socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((source, 40404))
 s.settimeout(0.05)
 print("sending", flush=True)
@@ -153,6 +156,13 @@ sys.exit(1)
 """
 
 
+def steady_udp_client(pod: Pod, source: str, target: str) -> subprocess.Popen[str]:
+    """STEADY_UDP_CLIENT in `pod`, sending to `target`'s port 8080 for up to 20 s."""
+    argv = ["ip", "netns", "exec", pod.ns.name, connectivity.python(), "-I", "-c",
+            STEADY_UDP_CLIENT, source, target, str(HOST_PORT), "20"]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_a_udp_client_that_kept_sending_reaches_the_pod_that_takes_the_port(node: Node) -> None:
     """Pod a1 holds UDP hostPort 8080 and goes; pod b keeps sending to the node's port from
     one source port all along, so its conntrack entry still points at a1's address; pod a2
@@ -166,9 +176,7 @@ def test_a_udp_client_that_kept_sending_reaches_the_pod_that_takes_the_port(node
     node.add_pod("a1", conf, capability_args=udp)  # no server: nothing answers b yet
     b = node.add_pod("b", conf)
     (b4,) = b.addresses(4)
-    argv = ["ip", "netns", "exec", b.ns.name, connectivity.python(), "-I", "-c",
-            STEADY_UDP_CLIENT, b4, NODE4, str(HOST_PORT), "20"]  # fmt: skip
-    client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = steady_udp_client(b, b4, NODE4)
     server = None
     try:
         assert client.stdout is not None and client.stdout.readline().strip() == "sending"
@@ -252,6 +260,65 @@ def test_add_again_changes_nothing(bundle: Path, node: Node) -> None:
     assert inv.exit_status == 0, inv.stdout
     assert json.loads(inv.stdout) == a.result  # prevResult, passed through
     assert ruleset(node) == before
+
+
+def portmap_call(
+    bundle: Path, node: Node, verb: str, pod: Pod, runtime_config: dict[str, Any]
+) -> tuple[int, Any]:
+    """pycni-portmap alone, as the runtime calls it for `pod`: (exit status, JSON out)."""
+    conf = conflist()
+    request = {**conf["plugins"][1], "name": "kubenet", "cniVersion": "1.1.0"}
+    request.pop("capabilities")
+    request.update(runtimeConfig=runtime_config, prevResult=pod.result)
+    inv = invoke(
+        str(bundle / "pycni-portmap"),
+        verb,
+        container_id=pod.container_id,
+        netns=pod.ns.path,
+        ifname="eth0",
+        config=request,
+        in_netns=node.ns.path,
+    )
+    return inv.exit_status, json.loads(inv.stdout) if inv.stdout else None
+
+
+def test_an_add_repeated_with_fewer_mappings_drops_the_others(bundle: Path, node: Node) -> None:
+    """a holds 8080/tcp and 8080/udp; an ADD of a again with 8080/tcp only leaves a's TCP
+    elements and rules and nothing of the UDP ones, in the same transaction, so another pod
+    takes 8080/udp. An ADD of a asking for 8080/udp back is refused (102, naming that pod)
+    and changes nothing; a's DEL with its mappings of now leaves only the other pod's."""
+    conf = node.conf(conflist())
+    a = node.add_pod("a", conf, capability_args=mappings())
+    b = node.add_pod("b", conf)
+    chain = pod_chains_and_elements(node)[0][0]
+    status, out = portmap_call(bundle, node, "ADD", a, TCP_8080)
+    assert (status, out) == (0, a.result)
+    assert sorted(pod_chains_and_elements(node)[1]) == sorted(
+        str([{"concat": [f"ipv{v}", "tcp", HOST_PORT]}, {"jump": {"target": chain}}])
+        for v in (4, 6)
+    )
+    rules = node.ns.run(["nft", "list", "chain", "inet", "pycni", chain]).stdout
+    assert "tcp dport 8080" in rules and "udp" not in rules
+    c = node.add_pod("c", conf, capability_args=UDP_8080)  # the dropped port is free
+    servers = [connectivity.serve(a.ns), connectivity.serve(c.ns)]
+    try:  # TCP still reaches a, UDP reaches c (each sees b's own address)
+        (b4,), (b6,) = b.addresses(4), b.addresses(6)
+        to_a = connectivity.probe(b.ns, NODE4, "tcp", port=HOST_PORT, expected_source=b4)
+        to_c = connectivity.probe(b.ns, NODE6, "udp", port=HOST_PORT, expected_source=b6)
+    finally:
+        for server in servers:
+            server.stop()
+    assert to_a.ok and to_c.ok, (to_a, to_c)
+    before = ruleset(node)
+    status, error = portmap_call(bundle, node, "ADD", a, mappings())
+    assert status == 1 and error["code"] == 102, error
+    assert c.container_id in error["msg"] and "8080/udp" in error["msg"]
+    assert ruleset(node) == before
+    status, out = portmap_call(bundle, node, "DEL", a, TCP_8080)
+    assert (status, out) == (0, None)
+    chains, elements = pod_chains_and_elements(node)
+    assert chain not in chains and len(chains) == 1
+    assert all("udp" in e and chain not in e for e in elements) and len(elements) == 2
 
 
 def test_a_stale_del_leaves_the_new_owner_of_the_port_alone(bundle: Path, node: Node) -> None:
