@@ -9,6 +9,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -195,6 +196,74 @@ def test_a_udp_client_that_kept_sending_reaches_the_pod_that_takes_the_port(node
             server.stop()
     assert client.returncode == 0, f"pod a2 never answered b's datagrams: {err}"
     assert out.strip() == b4  # a2 saw b's own address: DNAT, no masquerade
+
+
+# The node's UDP conntrack entries to one destination port, as pyroute2 reads them (its socket
+# opened in the node's namespace): [family, orig src, orig sport, orig dst, reply src].
+PYROUTE2_UDP_ENTRIES = r"""
+import json, socket, sys
+from pyroute2 import Conntrack
+out = []
+for family in (socket.AF_INET, socket.AF_INET6):
+    with Conntrack(nfgen_family=family) as ct:
+        for e in ct.dump_entries():
+            orig, reply = e.tuple_orig, e.tuple_reply
+            if orig.proto == 17 and orig.dport == int(sys.argv[1]):
+                out.append([family, orig.saddr, orig.sport, orig.daddr, reply.saddr])
+print(json.dumps(out))
+"""
+
+
+def udp_entries(node: Node, port: int) -> dict[tuple[str, int], str]:
+    """(client address, source port) -> where the node's conntrack sends its datagrams to port
+    `port` (the reply tuple's source: the node's own address when nothing is DNATed)."""
+    done = node.ns.run([sys.executable, "-c", PYROUTE2_UDP_ENTRIES, str(port)])
+    return {(src, sport): reply_src for _f, src, sport, _dst, reply_src in json.loads(done.stdout)}
+
+
+def test_a_udp_client_that_sent_before_the_port_was_mapped_reaches_the_pod(node: Node) -> None:
+    """Pod b sends UDP to the node's port 8080, IPv4 and IPv6, before any pod maps it: the
+    kernel tracks those datagrams as connections to the node itself (shown through pyroute2).
+    Then pod a is added with UDP hostPort 8080. The ADD deletes b's entries, so b's next
+    datagrams are new connections, which the DNAT sends to a: a answers both. Without the
+    deletion (checked by running this with it disabled: the test fails), b's datagrams would
+    keep following the old entries to the node, where nothing listens, for as long as b kept
+    sending."""
+    conf = node.conf(conflist())
+    # A node whose NAT is in use (another pod's hostPort): the kernel tracks connections.
+    node.add_pod("c", conf, capability_args=mappings(HOST_PORT + 1))
+    b = node.add_pod("b", conf)
+    own = {4: b.addresses(4)[0], 6: b.addresses(6)[0]}
+    clients = {
+        version: steady_udp_client(b, own[version], target)
+        for version, target in ((4, NODE4), (6, NODE6))
+    }
+    server = None
+    try:
+        for client in clients.values():
+            assert client.stdout is not None and client.stdout.readline().strip() == "sending"
+        to_nowhere = {(own[4], CLIENT_PORT): NODE4, (own[6], CLIENT_PORT): NODE6}
+        for _ in range(50):  # the entries to the node itself, as the kernel holds them
+            if udp_entries(node, HOST_PORT) == to_nowhere:
+                break
+            time.sleep(0.1)
+        assert udp_entries(node, HOST_PORT) == to_nowhere
+        a = node.add_pod("a", conf, capability_args=UDP_8080)
+        server = connectivity.serve(a.ns)
+        answers = {version: client.communicate(timeout=30) for version, client in clients.items()}
+    finally:
+        for client in clients.values():
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        if server is not None:
+            server.stop()
+    for version, client in clients.items():
+        out, err = answers[version]
+        assert client.returncode == 0, f"pod a never answered b's IPv{version} datagrams: {err}"
+        assert out.strip() == own[version]  # a saw b's own address: DNAT, no masquerade
+    to_a = {(own[4], CLIENT_PORT): a.addresses(4)[0], (own[6], CLIENT_PORT): a.addresses(6)[0]}
+    assert udp_entries(node, HOST_PORT) == to_a
 
 
 def test_without_snat_nothing_is_marked_and_pods_still_reach_the_port(node: Node) -> None:
