@@ -373,11 +373,14 @@ def test_an_add_repeated_with_fewer_mappings_drops_the_others(bundle: Path, node
     try:  # TCP still reaches a, UDP reaches c (each sees b's own address)
         (b4,), (b6,) = b.addresses(4), b.addresses(6)
         to_a = connectivity.probe(b.ns, NODE4, "tcp", port=HOST_PORT, expected_source=b4)
-        to_c = connectivity.probe(b.ns, NODE6, "udp", port=HOST_PORT, expected_source=b6)
+        for _ in range(3):  # one datagram a probe: allow for a lost one (seen once, IPv6)
+            to_c = connectivity.probe(b.ns, NODE6, "udp", port=HOST_PORT, expected_source=b6)
+            if to_c.reached:
+                break
     finally:
         for server in servers:
             server.stop()
-    assert to_a.ok and to_c.ok, (to_a, to_c)
+    assert to_a.ok and to_c.ok, (to_a, to_c, ruleset(node))
     before = ruleset(node)
     status, error = portmap_call(bundle, node, "ADD", a, mappings())
     assert status == 1 and error["code"] == 102, error
