@@ -65,7 +65,7 @@ def _ptp_conflist(member: Any, state: Path) -> dict[str, Any]:
     return conflist
 
 
-def _single(conflist: dict[str, Any]) -> dict[str, Any]:
+def single(conflist: dict[str, Any]) -> dict[str, Any]:
     """A conflist's one plugin as the network config a runtime hands it."""
     return {"cniVersion": GO_VERSION, "name": conflist["name"], **conflist["plugins"][0]}
 
@@ -111,14 +111,14 @@ def latency_suite(ctx: Context) -> Outcome:
         py = Plugin(
             "pycni",
             ctx.bundle / "pycni-ipip",
-            _single(routed.conflist(one)),
+            single(routed.conflist(one)),
             one.node.ns.path,
             state / "pycni",
         )
         go = Plugin(
             "Go",
             ctx.go_dir / "ptp",
-            _single(ptp[two.name]),
+            single(ptp[two.name]),
             two.node.ns.path,
             state / "Go",
             status_verb="VERSION",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import dataplane, latency, portmap_suite, routed, scale
+from bench import dataplane, latency, overlay, portmap_suite, routed, scale
 from bench.common import BUNDLE, FULL, GO_DIR, REPO, SMOKE, Context, Outcome, verdict, versions
 from bench.startup import become_subreaper, machine
 
@@ -42,6 +42,7 @@ SUITES = [
     Suite("bridge", latency.bridge_suite(masq=False)),
     Suite("bridge-masq", latency.bridge_suite(masq=True)),
     Suite("ipip", routed.latency_suite),
+    Suite("vxlan", overlay.latency_suite),
     Suite("concurrency", scale.concurrency_suite),
     Suite("floor", scale.floor_suite),
     Suite("portmap", portmap_suite.suite),

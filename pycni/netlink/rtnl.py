@@ -58,6 +58,9 @@ LINK_GONE = frozenset({errno.ENODEV})  # any request naming a link by name or in
 ADDRESS_GONE = frozenset({errno.EADDRNOTAVAIL, errno.ENODEV})  # delete_address
 ROUTE_GONE = frozenset({errno.ESRCH, errno.ENOENT, errno.ENODEV})  # delete_route (ENOENT: ::/0)
 NEIGHBOUR_GONE = frozenset({errno.ENOENT, errno.ENODEV})  # delete_neighbour, delete_fdb_entry
+# What a strict dump answers when its filter names a table or link that does not exist:
+NO_SUCH_TABLE = frozenset({errno.ENOENT})  # "FIB table does not exist" (one family's dump)
+NO_SUCH_LINK = frozenset({errno.ENODEV})  # RTA_OIF, ifa_index
 QDISC_GONE = frozenset({errno.ENOENT, errno.ENODEV})  # delete_qdisc (ENOENT: none, or default)
 _ETH_P_ALL_BE = int.from_bytes(k.ETH_P_ALL.to_bytes(2, "big"), "little")  # tcm_info: __be16
 
@@ -185,10 +188,13 @@ class NetlinkSocket:
         parse: Callable[[memoryview], T | None],
         *,
         strict: bool = False,
+        nothing: frozenset[int] = frozenset(),
     ) -> list[T]:
         """With `strict`, the request goes out on a strict-checking socket, so the kernel
         applies the filters in its header and attributes (the flag is read when a dump
-        starts, and cleared again once it is read)."""
+        starts, and cleared again once it is read). `nothing`: the errnos with which a strict
+        dump refuses a filter naming no table or link that exists; the answer is then empty,
+        as the whole dump filtered here would be."""
         for _ in range(DUMP_ATTEMPTS):
             if strict:
                 self._set_strict(True)
@@ -196,6 +202,10 @@ class NetlinkSocket:
                 found, interrupted = self._exchange(
                     msg_type, k.NLM_F_DUMP, body, what, frozenset(), parse
                 )
+            except NetlinkError as err:
+                if err.errno in nothing:
+                    return []
+                raise
             finally:
                 if strict:
                     self._set_strict(False)
@@ -617,7 +627,12 @@ class Rtnl(NetlinkSocket):
         return [
             address
             for address in self._dump(
-                k.RTM_GETADDR, body, what, address_from_message, strict=index is not None
+                k.RTM_GETADDR,
+                body,
+                what,
+                address_from_message,
+                strict=index is not None,
+                nothing=NO_SUCH_LINK,
             )
             if (index is None or address.index == index) and family in (k.AF_UNSPEC, address.family)
         ]
@@ -754,9 +769,14 @@ class Rtnl(NetlinkSocket):
             return route_from_message(payload)
 
         strict = table is not None or protocol is not None or oif is not None
+        nothing = (NO_SUCH_TABLE if table is not None else frozenset()) | (
+            NO_SUCH_LINK if oif is not None else frozenset()
+        )
         return [
             route
-            for route in self._dump(k.RTM_GETROUTE, body, "list routes", parse, strict=strict)
+            for route in self._dump(
+                k.RTM_GETROUTE, body, "list routes", parse, strict=strict, nothing=nothing
+            )
             if (table is None or route.table == table)
             and family in (k.AF_UNSPEC, route.family)
             and (oif is None or route.oif == oif)
