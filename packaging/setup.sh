@@ -19,10 +19,10 @@ APT_PACKAGES=(
     tcpdump iperf3               # packets and throughput between namespaces
     openssl                      # the agent tests' cluster CA and certificates
     util-linux                   # unshare: kind-node and offline-validation tests
-    user-mode-linux kmod         # the kernel lane (pycni/uml.py): a Linux kernel with the ipip
+    user-mode-linux kmod         # the kernel lane (pycni/lab/uml.py): a Linux kernel with the ipip
     gcc libc6-dev                # module, run as a process, for what this host's kernel lacks;
                                  # kmod's modprobe loads its modules inside the guest; gcc
-                                 # compiles the lane's ptrace shim (AMX hosts, see pycni/uml.py)
+                                 # compiles the lane's ptrace shim (AMX hosts, see pycni/lab/uml.py)
 )
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import os
 
-from pycni import delegate, node
-from pycni.errors import CniError, Code, ConfigError, NotFound
-from pycni.ip import IP, Prefix
+from pycni.cni import delegate
+from pycni.cni.errors import CniError, Code, ConfigError, NotFound
+from pycni.cni.ip import IP, Prefix
+from pycni.cni.record import Record
+from pycni.cni.result import DNS, Interface, IPConfig, Result, Route, parse_prefix
+from pycni.cni.rollback import Rollback
+from pycni.datapath import node
 from pycni.netlink import NamespaceNotFound, NetlinkExists, NetlinkNotFound, Rtnl
-from pycni.record import Record
-from pycni.result import DNS, Interface, IPConfig, Result, Route, parse_prefix
-from pycni.rollback import Rollback
 from pycni.validators import bridge as schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pycni.cni.skel import Call
     from pycni.netlink import Link
-    from pycni.skel import Call
 
 NAME = "pycni-bridge"
 CNI_ARGS_KEYS = ("IP",)  # passed through to host-local
@@ -106,7 +107,7 @@ def cmd_add(call: Call, conf: BridgeConf) -> Result:
             ensure_gateway(host, bridge, ips, conf)
             node.enable_forwarding({ip.address.version for ip in ips})
         if conf.ip_masq:
-            from pycni import masquerade  # loaded only by networks that masquerade
+            from pycni.datapath import masquerade  # loaded only by networks that masquerade
 
             masquerade.ensure(call.name, [ip.address.masked() for ip in ips], conf.non_masquerade)
         undo.commit()
@@ -390,7 +391,7 @@ def _find_interface(prev: Result, ifname: str, netns: str) -> Interface | None:
 
 
 def _nft_missing() -> bool:
-    from pycni import masquerade
+    from pycni.datapath import masquerade
 
     return masquerade.nft_path() is None
 

@@ -32,21 +32,22 @@ fail with 50 when the config needs the tunnel.
 
 from __future__ import annotations
 
-from pycni import delegate, node, peers
-from pycni.errors import CniError, Code, ConfigError
-from pycni.ip import IP, Prefix
+from pycni.cni import delegate
+from pycni.cni.errors import CniError, Code, ConfigError
+from pycni.cni.ip import IP, Prefix
+from pycni.cni.record import Record
+from pycni.cni.result import DNS, Interface, IPConfig, Result, Route, parse_prefix
+from pycni.cni.rollback import Rollback
+from pycni.datapath import node, peers
+from pycni.datapath.peers import Peer, PeerSource, Underlay
 from pycni.netlink import NamespaceNotFound, NetlinkError, NetlinkExists, Rtnl
-from pycni.peers import Peer, PeerSource, Underlay
 from pycni.plugins import bridge
-from pycni.record import Record
-from pycni.result import DNS, Interface, IPConfig, Result, Route, parse_prefix
-from pycni.rollback import Rollback
 from pycni.validators import ipip as schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pycni.cni.skel import Call
     from pycni.netlink import Link
-    from pycni.skel import Call
 
 NAME = "pycni-ipip"
 CNI_ARGS_KEYS = ("IP",)  # passed through to host-local
@@ -143,7 +144,7 @@ def cmd_add(call: Call, conf: IpipConf) -> Result:
             host.add_route(ip.address, oif=host_veth.index, replace=True)
         node.enable_forwarding(versions)
         if conf.ip_masq:
-            from pycni import masquerade  # loaded only by networks that masquerade
+            from pycni.datapath import masquerade  # loaded only by networks that masquerade
 
             masquerade.ensure(call.name, conf.pod_cidrs, conf.non_masquerade)
         undo.commit()
@@ -440,7 +441,7 @@ def reconcile_node(host: Rtnl, conf: IpipConf, *, dry_run: bool = False) -> Plan
 
 def node_mtu(host: Rtnl, conf: IpipConf, underlay: Underlay | None = None) -> int:
     """`mtu`, else the underlay link's MTU, less the IPIP header when encapsulation can
-    happen. With Never and no underlay (no peers), the kubenet rule (pycni.node)."""
+    happen. With Never and no underlay (no peers), the kubenet rule (pycni.datapath.node)."""
     if conf.mtu is not None:
         return conf.mtu
     if underlay is None:
@@ -612,7 +613,7 @@ def _routes_gateway_elsewhere(host: Rtnl) -> bool:
 
 
 def _nft_missing() -> bool:
-    from pycni import masquerade
+    from pycni.datapath import masquerade
 
     return masquerade.nft_path() is None
 

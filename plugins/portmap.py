@@ -27,18 +27,19 @@ jump to chains that masquerade, so the masquerade lives in the postrouting chain
 
 from __future__ import annotations
 
-from pycni import masquerade, spawn
-from pycni.errors import CniError, Code, ConfigError
-from pycni.ip import IP
-from pycni.record import Record
+from pycni.cni import spawn
+from pycni.cni.errors import CniError, Code, ConfigError
+from pycni.cni.ip import IP
+from pycni.cni.record import Record
+from pycni.datapath import masquerade
 from pycni.validators import portmap as schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from pycni.result import Result
-    from pycni.skel import Call
+    from pycni.cni.result import Result
+    from pycni.cni.skel import Call
 
 NAME = "pycni-portmap"
 TABLE = masquerade.TABLE
@@ -442,7 +443,7 @@ def _nft_binary() -> str:
 
 def _table_listing() -> list[dict[str, Any]]:
     """`nft -j list table inet pycni`: its items (none when there is no table)."""
-    from pycni import jsonio
+    from pycni.cni import jsonio
 
     status, listing = _nft_output(["-j", "list", "table", "inet", TABLE])
     if status != 0:
@@ -514,7 +515,7 @@ def _enable_route_localnet(pod_ip: IP) -> None:
     """Packets from 127.0.0.0/8 may leave through the interface that leads to the pod only with
     route_localnet on it (after the masquerade they carry the node's address). The interface:
     the longest match in the main table, from /proc/net/route (no netlink code to load)."""
-    from pycni import node
+    from pycni.datapath import node
 
     best: tuple[int, str] | None = None
     with open("/proc/net/route", "rb") as table:

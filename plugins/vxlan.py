@@ -21,20 +21,21 @@ drift repaired. Unchanged, it costs five netlink round trips; every ADD runs it.
 
 from __future__ import annotations
 
-from pycni import delegate, peers
-from pycni.errors import CniError, Code, ConfigError
-from pycni.ip import IP, Prefix
+from pycni.cni import delegate
+from pycni.cni.errors import CniError, Code, ConfigError
+from pycni.cni.ip import IP, Prefix
+from pycni.cni.record import Record
+from pycni.cni.result import DNS, Result, parse_prefix
+from pycni.datapath import peers
+from pycni.datapath.peers import Peer, PeerSource, Underlay
 from pycni.netlink import NetlinkExists, Rtnl
-from pycni.peers import Peer, PeerSource, Underlay
 from pycni.plugins import bridge
-from pycni.record import Record
-from pycni.result import DNS, Result, parse_prefix
 from pycni.validators import vxlan as schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pycni.cni.skel import Call
     from pycni.netlink import Link
-    from pycni.skel import Call
 
 NAME = "pycni-vxlan"
 CNI_ARGS_KEYS = ("IP",)  # passed through to host-local
@@ -333,7 +334,7 @@ def find_underlay(host: Rtnl, conf: VxlanConf) -> Underlay:
 
 
 def load_peers(conf: VxlanConf) -> list[Peer]:
-    """The peer set, from `peers` or `peersFile` (pycni.peers.load)."""
+    """The peer set, from `peers` or `peersFile` (pycni.datapath.peers.load)."""
     return peers.load(conf.peer_source, schema.check_peer)
 
 

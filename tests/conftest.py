@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pycni import netns as netns_mod
+from pycni.lab import netns as netns_mod
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "dist" / "cni" / "bin"

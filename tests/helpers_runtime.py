@@ -1,4 +1,4 @@
-"""Fixtures for driving plugins through pycni.runtime: namespaces, fake plugins.
+"""Fixtures for driving plugins through pycni.lab.runtime: namespaces, fake plugins.
 
 Load with `pytest_plugins = ["tests.helpers_runtime"]` in a test module. (Not `fixtures.py`: pytest
 registers its own built-in plugin under the name "fixtures" and would silently skip ours.)
@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from pycni import netns
+from pycni.lab import netns
 
 NETNS_PREFIX = "pycnit"  # tests' namespaces; cleanup_all(NETNS_PREFIX) recovers after a crash
 

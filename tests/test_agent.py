@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from pycni import agent as agent_mod
-from pycni import kube
+from pycni.agent import agent as agent_mod
+from pycni.agent import kube
 from tests.kube_replay import TOKEN, FakeApiServer, Pki
 
 TEMPLATE = Path(__file__).parent.parent / "conf" / "kind" / "00-pycni-vxlan.conflist"

@@ -1,4 +1,4 @@
-"""Acceptance: `pycni agent` on every node of an emulated cluster (pycni.cluster), driven by the
+"""Acceptance: `pycni agent` on every node of an emulated cluster (pycni.lab.cluster), driven by the
 replaying API server (tests/kube_replay), keeps the VXLAN overlay correct — real packets
 between pods — through a node joining, a node leaving, a watch that expires (410) and an API
 outage.
@@ -24,10 +24,10 @@ from typing import Any, cast
 
 import pytest
 
-from pycni import connectivity
-from pycni.cluster import Cluster, ClusterNode
+from pycni.lab import connectivity
+from pycni.lab.cluster import Cluster, ClusterNode
+from pycni.lab.testbed import Pod
 from pycni.netlink.namespace import socket_in_netns
-from pycni.testbed import Pod
 from tests.kube_replay import FakeApiServer, Pki
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
@@ -36,7 +36,7 @@ TEMPLATE = Path(__file__).parent.parent / "conf" / "kind" / "00-pycni-vxlan.conf
 API_HOST = "172.18.0.1"
 CLI = "import sys; from pycni.cli import main; sys.exit(main())"
 WAIT = 30.0
-AGENT_REQUEST_TIMEOUT = 30.0  # pycni.kube.KubeClient's default
+AGENT_REQUEST_TIMEOUT = 30.0  # pycni.agent.kube.KubeClient's default
 
 
 @dataclass
@@ -284,7 +284,7 @@ def _run_story(h: Harness) -> None:
     gone_cidr = cluster.nodes["node3"].pod_cidr
     h.remove_node("node3")
     api.restore()
-    # An agent whose request gets no answer waits out its request timeout (pycni.kube: 30 s)
+    # An agent whose request gets no answer waits out its request timeout (pycni.agent.kube: 30 s)
     # before the next try; allow for that and a backoff. Seen once in CI (2026-11-22): two
     # agents silent for 30 s after the restore, cause not found; the stand-in server now does
     # TLS handshakes per connection, one suspect (tests/kube_replay.py).

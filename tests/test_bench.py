@@ -21,7 +21,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def leftovers(pid: int) -> list[str]:
-    """Namespaces named after the benchmark's process (its own and pycni.netns's)."""
+    """Namespaces named after the benchmark's process (its own and pycni.lab.netns's)."""
     names = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
     return [n for n in names if n.startswith(f"pb{pid}") or f"-{pid}-" in n]
 

@@ -5,7 +5,7 @@ one frozen runtime (pycni-runtime/). A runtime execs a plugin with a bare enviro
 wherever its working directory happens to be, often through a symlink, on nodes where /tmp is
 mounted noexec; operators copy the directory around. Each of those is tried here, with the
 call that needs no setup (VERSION) and the error path that loads the most (a config that is
-not JSON: pycni.jsonio reaches for json.decoder, a hidden import of the build).
+not JSON: pycni.cni.jsonio reaches for json.decoder, a hidden import of the build).
 Protocol behaviour per plugin lives in the plugins' own frozen tests (tests/ipam/...).
 """
 
@@ -123,7 +123,7 @@ def test_layout_is_executables_plus_one_runtime(bundle: Path) -> None:
         assert os.access(exe, os.X_OK), f"{exe} is not executable"
     runtime = bundle / RUNTIME_DIR
     assert runtime.is_dir() and not runtime.is_symlink()
-    assert (runtime / "pycni" / "entry.pyc").is_file()  # modules as .pyc files (noarchive)
+    assert (runtime / "pycni" / "cni" / "entry.pyc").is_file()  # modules as .pyc files (noarchive)
     assert list(runtime.glob("libpython3*.so*")), f"no libpython in {runtime}"
     private_copies = [p.name for p in runtime.rglob("*") if p.name.startswith(SYSTEM_LIBRARIES)]
     assert not private_copies, f"the runtime ships copies of system libraries: {private_copies}"

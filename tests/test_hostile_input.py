@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pycni import skel
+from pycni.cni import skel
 from pycni.ipam.host_local import plugin as host_local
-from pycni.netns import Netns
-from pycni.runtime import Invocation, invoke
+from pycni.lab.netns import Netns
+from pycni.lab.runtime import Invocation, invoke
 
 PLAUSIBLE_CODES = {1, 2, 3, 4, 5, 6, 7, 11, 50, 101, 102, 103, 104, 105, 106}
 NETNS = "/proc/self/ns/net"  # exists; host-local never enters it

@@ -1,4 +1,5 @@
-"""pycni.ip against the standard library's ipaddress, which it stands in for on the call path."""
+"""pycni.cni.ip against the standard library's ipaddress, which it stands in for on the call
+path."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycni.ip import IP, Prefix
+from pycni.cni.ip import IP, Prefix
 
 v4 = st.integers(min_value=0, max_value=2**32 - 1)
 v6 = st.integers(min_value=0, max_value=2**128 - 1)

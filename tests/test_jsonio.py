@@ -1,4 +1,4 @@
-"""pycni.jsonio (the C scanner/encoder driven directly) against the json module."""
+"""pycni.cni.jsonio (the C scanner/encoder driven directly) against the json module."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycni import jsonio
+from pycni.cni import jsonio
 
 json_values = st.recursive(
     st.none()
@@ -82,7 +82,7 @@ def test_errors_without_the_json_package_loaded() -> None:
 
     code = (
         "import sys\n"
-        "from pycni import jsonio\n"
+        "from pycni.cni import jsonio\n"
         "assert 'json' not in sys.modules\n"
         "for text in ['{', '\"abc', '[1,]']:\n"
         "    try:\n"

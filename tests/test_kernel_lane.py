@@ -1,5 +1,5 @@
 """The kernel lane: tests/kernel/ (tests that need a kernel with IPIP) run inside a User-Mode
-Linux guest (pycni/uml.py), booted once per session; each guest test is reported here as a host
+Linux guest (pycni/lab/uml.py), booted once per session; each guest test is reported here as a host
 test of its own, with the guest's outcome and failure text.
 
 The guest test ids are collected on the host (`pytest --collect-only` with
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pycni import uml
+from pycni.lab import uml
 from tests.conftest import IN_CI, REPO, unavailable
 
 GUEST_TESTS = "tests/kernel"

@@ -1,8 +1,8 @@
 """The conflists a kind user installs (conf/kind/00-pycni-*.conflist), as shipped, through their
-whole chain (pycni-portmap included) on an emulated kind cluster: pycni.cluster's nodes on
+whole chain (pycni-portmap included) on an emulated kind cluster: pycni.lab.cluster's nodes on
 kind's docker network (172.18.0.0/16) with pod CIDRs from kind's 10.244.0.0/16.
 
-Only what the node agent fills in differs from the file (pycni.agent.render_conflist: the
+Only what the node agent fills in differs from the file (pycni.agent.agent.render_conflist: the
 node's pod CIDR as the IPAM range, its InternalIP as localIP), plus the two paths a test keeps
 off the host (dataDir, peersFile). Per datapath: a pod with hostPort 8080 (kind's ingress
 recipe binds hostPorts the same way) is reached through its node's address from the docker
@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from pycni import connectivity
-from pycni.agent import NodeInfo, render_conflist
-from pycni.cluster import Cluster, ClusterNode
-from pycni.runtime import PluginError
-from pycni.testbed import Pod
+from pycni.agent.agent import NodeInfo, render_conflist
+from pycni.lab import connectivity
+from pycni.lab.cluster import Cluster, ClusterNode
+from pycni.lab.runtime import PluginError
+from pycni.lab.testbed import Pod
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 

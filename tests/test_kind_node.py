@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pycni import netns as netns_mod
+from pycni.lab import netns as netns_mod
 from tests.conftest import unavailable
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]

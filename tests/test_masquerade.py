@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import sys
 
-from pycni.netns import Netns
+from pycni.lab.netns import Netns
 
 DRIVER = """
 import sys
-from pycni import masquerade
-from pycni.ip import Prefix
+from pycni.datapath import masquerade
+from pycni.cni.ip import Prefix
 sources = [Prefix.parse(p) for p in sys.argv[2].split(",")]
 extra = [Prefix.parse(p) for p in sys.argv[3].split(",") if p]
 masquerade.ensure(sys.argv[1], sources, extra)

@@ -40,9 +40,9 @@ from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
-from pycni import netns as netns_mod
-from pycni.errors import CniError, Code, NotFound
-from pycni.ip import IP, Prefix
+from pycni.cni.errors import CniError, Code, NotFound
+from pycni.cni.ip import IP, Prefix
+from pycni.lab import netns as netns_mod
 from pycni.netlink import (
     AF_BRIDGE,
     AF_INET,

@@ -1,4 +1,4 @@
-"""pycni.runtime: a libcni in Python, checked against fake plugins and the Go reference plugins.
+"""pycni.lab.runtime: a libcni in Python, checked against fake plugins and the Go reference plugins.
 
 Fake plugins (see tests/helpers_runtime.py) pin down the runtime's own logic -- chain order,
 prevResult, runtimeConfig, reverse DEL, the cache, GC, STATUS -- and what `invoke` records about
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycni import netns as netns_mod
-from pycni.runtime import (
+from pycni.lab import netns as netns_mod
+from pycni.lab.runtime import (
     LEGACY_ATTACHMENTS_KEY,
     NO_CODE,
     VALID_ATTACHMENTS_KEY,

@@ -1,4 +1,4 @@
-"""pycni.schema_formats: the format checks both validators share, and the generated code's
+"""pycni.validators.formats: the format checks both validators share, and the generated code's
 helpers."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema._utils import equal as jsonschema_equal  # type: ignore[import-untyped]
 
-from pycni import schema_formats as formats
-from pycni.ip import IP, Prefix
+from pycni.cni.ip import IP, Prefix
+from pycni.validators import formats
 
 REPO = Path(__file__).resolve().parent.parent
 CNI_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")  # the spec's ^...$, with Go's `$`

@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pycni import validate
-from pycni.errors import CniError, Code
+from pycni.cni.errors import CniError, Code
+from pycni.conformance import validate
 from pycni.validators import bridge, host_local, ipip, netconf, vxlan
 
 REPO = Path(__file__).resolve().parent.parent
@@ -726,4 +726,4 @@ def test_generated_modules_import_only_errors_and_schema_formats() -> None:
         imports = {
             line.split()[1] for line in text.splitlines() if line.startswith(("from ", "import "))
         }
-        assert imports <= {"__future__", "pycni.errors", "pycni.schema_formats"}, path.name
+        assert imports <= {"__future__", "pycni.cni.errors", "pycni.validators.formats"}, path.name

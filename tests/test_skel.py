@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pycni import skel, versions
-from pycni.errors import CniError, Code, ConfigError
-from pycni.ip import Prefix
-from pycni.result import IPConfig, Result
+from pycni.cni import skel, versions
+from pycni.cni.errors import CniError, Code, ConfigError
+from pycni.cni.ip import Prefix
+from pycni.cni.result import IPConfig, Result
 
 NETNS = "/proc/self/ns/net"  # exists; the fake plugin never enters it
 

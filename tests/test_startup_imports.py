@@ -4,14 +4,14 @@ Every CNI call is a fresh process, so every module on the call path is paid for 
 DEL, CHECK, STATUS (containerd: every 5 s) and VERSION. Timing is noisy; the set of modules
 loaded is not. Each check runs one call in a fresh interpreter the way the frozen executable
 does -- `python -I -S` (no site, so nothing is preloaded by .pth files or the editable finder),
-the plugin imported as its entry script imports it, then `pycni.skel.run` with the call's
+the plugin imported as its entry script imports it, then `pycni.cni.skel.run` with the call's
 environment and the config on stdin -- and then reads `sys.modules`.
 
-- No call may load a FORBIDDEN module (each costs milliseconds; see pycni/jsonio.py, ip.py,
+- No call may load a FORBIDDEN module (each costs milliseconds; see pycni/cni/jsonio.py, ip.py,
   record.py, errors.py). A plugin that needs one on its path (`subprocess` to exec an IPAM
   delegate) says so in the third column of packaging/plugins.table.
 - VERSION (the frozen executable's path: import the plugin, answer from a constant) may load no
-  module outside pycni beyond what `import pycni.skel` loads.
+  module outside pycni beyond what `import pycni.cni.skel` loads.
 
 The sources are imported through a throwaway directory of symlinks laid out as the installed
 distribution (pyproject's [tool.setuptools] packages and package-dir), so the check needs no
@@ -41,8 +41,8 @@ FORBIDDEN = {
     "enum": "~4 ms",
     "typing": "~9 ms",
     "dataclasses": "~13 ms; pulls inspect",
-    "json": "~8 ms; use pycni.jsonio (json.decoder only on error paths)",
-    "ipaddress": "~4 ms; use pycni.ip",
+    "json": "~8 ms; use pycni.cni.jsonio (json.decoder only on error paths)",
+    "ipaddress": "~4 ms; use pycni.cni.ip",
     "socket": "~7.5 ms; use _socket",
     "logging": "pulls re, threading, traceback",
     "inspect": "pulls ast, dis, tokenize",
@@ -51,7 +51,7 @@ FORBIDDEN = {
     "pyroute2": "150-280 ms",
     "jsonschema": "120-130 ms; use the generated pycni.validators",
     "subprocess": "only for plugins that exec a delegate (plugins.table, third column)",
-    "traceback": "error paths only (pycni.skel imports it on an unexpected failure)",
+    "traceback": "error paths only (pycni.cni.skel imports it on an unexpected failure)",
 }
 
 DRIVER = r"""
@@ -59,17 +59,17 @@ import io, os, sys
 root, mode, module = sys.argv[1:4]
 env = dict(arg.split("=", 1) for arg in sys.argv[4:])
 sys.path.insert(0, root)
-import pycni.skel
+import pycni.cni.skel
 if mode == "call":
-    # Exactly what the frozen entry script runs: pycni.entry.main("<module>").
+    # Exactly what the frozen entry script runs: pycni.cni.entry.main("<module>").
     os.environ.clear()
     os.environ.update(env)
     real_stdout, real_stderr = sys.stdout, sys.stderr
     sys.stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     sys.stderr = io.StringIO()
     try:
-        import pycni.entry
-        pycni.entry.main(module)
+        import pycni.cni.entry
+        pycni.cni.entry.main(module)
     except SystemExit as exit:
         status = exit.code
     sys.stdout.flush()
@@ -144,7 +144,7 @@ def load(
     env: Mapping[str, str] | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> Loaded:
-    """Run one call (or, without `module`, just `import pycni.skel`) in a fresh interpreter."""
+    """Run one call (or, without `module`, just `import pycni.cni.skel`) in a fresh interpreter."""
     mode = "call" if module else "skel"
     argv = [sys.executable, "-I", "-S", "-B", "-X", "importtime", "-c", DRIVER]
     argv += [str(layout), mode, module, *(f"{k}={v}" for k, v in (env or {}).items())]
@@ -227,7 +227,7 @@ def test_version_loads_nothing_beyond_skel(installed_layout: Path, entry: Any) -
         m for m in loaded.modules - skel.modules if m != "pycni" and not m.startswith("pycni.")
     )
     assert not extra, (
-        f"{entry.executable} VERSION loads modules that `import pycni.skel` does not"
+        f"{entry.executable} VERSION loads modules that `import pycni.cni.skel` does not"
         " (the entry script imports the plugin module before VERSION is answered, so its"
         " top-level imports are paid by every VERSION call; import them where they are used):\n"
         + "\n".join(loaded.chain(m) for m in extra)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pycni import validate
+from pycni.conformance import validate
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "conf" / "examples").iterdir())

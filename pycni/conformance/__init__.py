@@ -125,7 +125,7 @@ def _run(args: argparse.Namespace, netconf: dict[str, object]) -> int:
 
 def _usage_problem(args: argparse.Namespace) -> str:
     from pycni.conformance import checks
-    from pycni.runtime import NetconfError, load_network
+    from pycni.lab.runtime import NetconfError, load_network
 
     if not args.plugin_dir:
         return "give at least one --plugin-dir"

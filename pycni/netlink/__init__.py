@@ -27,7 +27,7 @@ The layout:
 - `kernel`     every number, from the uapi headers, as tables;
 - `wire`       netlink framing and attribute codecs.
 
-Errnos the kernel uses for "not there", which raise NetlinkNotFound (a pycni.errors.NotFound):
+Errnos the kernel uses for "not there", which raise NetlinkNotFound (a pycni.cni.errors.NotFound):
 | request                                          | errno                              |
 |--------------------------------------------------|------------------------------------|
 | anything naming a link that does not exist       | ENODEV                             |

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import errno
 
-from pycni.ip import IP
+from pycni.cni.ip import IP
+from pycni.cni.record import Record
 from pycni.netlink import kernel as k
 from pycni.netlink.errors import NetlinkNotFound
 from pycni.netlink.rtnl import NetlinkSocket
-from pycni.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any, Self, TypeVar
 
-    from pycni.ip import IP, Prefix
+    from pycni.cni.ip import IP, Prefix
 
     T = TypeVar("T")
 

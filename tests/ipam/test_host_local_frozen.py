@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pycni import versions
-from pycni.netns import Netns
-from pycni.runtime import Invocation, invoke
+from pycni.cni import versions
+from pycni.lab.netns import Netns
+from pycni.lab.runtime import Invocation, invoke
 from tests.support import flock_held
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -129,7 +129,7 @@ def test_every_verb_at_every_version(
 
 
 def test_del_with_the_namespace_gone_releases_the_lease(bundle: Path, tmp_path: Path) -> None:
-    from pycni import netns as netns_mod
+    from pycni.lab import netns as netns_mod
 
     ns = netns_mod.create("pyt")
     try:

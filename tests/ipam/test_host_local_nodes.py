@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pycni.netns import Netns
-from pycni.runtime import Invocation, invoke
+from pycni.lab.netns import Netns
+from pycni.lab.runtime import Invocation, invoke
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pycni.errors import Code, TryAgainLater
-from pycni.ip import IP
+from pycni.cni.errors import Code, TryAgainLater
+from pycni.cni.ip import IP
+from pycni.cni.skel import Attachment
 from pycni.ipam.host_local.store import DiskStore
-from pycni.skel import Attachment
 from tests.support import flock_held
 
 A = Attachment("c1", "eth0")

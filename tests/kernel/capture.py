@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pycni.netns import Netns
+from pycni.lab.netns import Netns
 
 IPPROTO_IPIP = 4
 _ETH_P_IP = 0x0800

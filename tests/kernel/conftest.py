@@ -1,5 +1,6 @@
 """tests/kernel/: tests that need a kernel with IPIP. They run only inside the kernel lane's
-User-Mode Linux guest (pycni/uml.py), booted once per session by tests/test_kernel_lane.py, which
+User-Mode Linux guest (pycni/lab/uml.py), booted once per session by tests/test_kernel_lane.py,
+which
 reports each of them as a host test. The host run does not collect this directory
 (tests/conftest.py); by hand:
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pycni import connectivity
-from pycni.cluster import Cluster, ClusterNode
-from pycni.testbed import Pod
+from pycni.lab import connectivity
+from pycni.lab.cluster import Cluster, ClusterNode
+from pycni.lab.testbed import Pod
 from tests.kernel.capture import assert_ipip_encapsulated, assert_not_encapsulated, capture
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]

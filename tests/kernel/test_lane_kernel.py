@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pycni import connectivity
-from pycni.cluster import Cluster
-from pycni.netns import Netns
+from pycni.lab import connectivity
+from pycni.lab.cluster import Cluster
+from pycni.lab.netns import Netns
 
 # (what, command run inside a fresh namespace). The README's "kernel lane" section lists these.
 HAS = [
@@ -58,7 +58,7 @@ def test_guest_kernel_lacks(netns: Netns, what: str, command: str) -> None:
 
 
 def test_emulated_cluster_pods_reach_each_other(bundle: Path) -> None:
-    """pycni.cluster in the guest: underlay bridge, node namespaces, the frozen pycni-vxlan and
+    """pycni.lab.cluster in the guest: underlay bridge, node namespaces, the frozen pycni-vxlan and
     pycni-host-local, pod to pod across nodes without NAT."""
     with Cluster.create(2, bundle) as cluster:
         node1, node2 = cluster.nodes.values()

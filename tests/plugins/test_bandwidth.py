@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from pycni import versions
+from pycni.cni import versions
 from pycni.conformance import checks
 from pycni.conformance.checks import Verdict
 from pycni.conformance.runner import render_table, run_suite
-from pycni.runtime import PluginError, invoke
-from pycni.testbed import Node, Pod
+from pycni.lab.runtime import PluginError, invoke
+from pycni.lab.testbed import Node, Pod
 from tests.conftest import unavailable
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]

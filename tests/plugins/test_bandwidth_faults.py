@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pycni import validate
-from pycni.netns import Netns
-from pycni.runtime import invoke
-from pycni.testbed import Node
+from pycni.conformance import validate
+from pycni.lab.netns import Netns
+from pycni.lab.runtime import invoke
+from pycni.lab.testbed import Node
 from pycni.validators import bandwidth as bandwidth_validator
 from tests.plugins.test_bandwidth import LIMITS, conflist, host_veth, ifbs, qdiscs
 from tests.test_hostile_input import check_outcome, configs, envs, invoke_hostile

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from pycni import connectivity, versions
-from pycni import netns as netns_mod
-from pycni.runtime import PluginError, invoke
-from pycni.testbed import Node
+from pycni.cni import versions
+from pycni.lab import connectivity
+from pycni.lab import netns as netns_mod
+from pycni.lab.runtime import PluginError, invoke
+from pycni.lab.testbed import Node
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pycni import connectivity
-from pycni import netns as netns_mod
-from pycni.testbed import Node
+from pycni.lab import connectivity
+from pycni.lab import netns as netns_mod
+from pycni.lab.testbed import Node
 from tests.conftest import REPO, unavailable
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]

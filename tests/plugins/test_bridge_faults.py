@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from pycni import netns as netns_mod
-from pycni.testbed import Node
+from pycni.lab import netns as netns_mod
+from pycni.lab.testbed import Node
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 

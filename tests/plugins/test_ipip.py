@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from pycni import connectivity, versions
-from pycni.cluster import Cluster, ClusterNode
-from pycni.runtime import PluginError, invoke
-from pycni.testbed import Pod
+from pycni.cni import versions
+from pycni.lab import connectivity
+from pycni.lab.cluster import Cluster, ClusterNode
+from pycni.lab.runtime import PluginError, invoke
+from pycni.lab.testbed import Pod
 from tests.kernel.capture import assert_not_encapsulated, capture
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -36,7 +37,7 @@ def never(bundle: Path) -> Iterator[Cluster]:
 
 def kernel_has_ipip() -> bool:
     """Whether this kernel creates IPIP devices (in a throwaway namespace)."""
-    from pycni import netns as netns_mod
+    from pycni.lab import netns as netns_mod
 
     ns = netns_mod.create("ipipprobe")
     try:
@@ -371,7 +372,7 @@ def test_a_failed_add_after_ipam_gives_the_address_back(never: Cluster) -> None:
     only = {"subnet": "10.244.0.0/24", "rangeStart": "10.244.0.2", "rangeEnd": "10.244.0.2"}
     never.ipip["ipam"] = {"type": "pycni-host-local", "ranges": [[only]]}
     conf = never.conflist(node1)
-    from pycni import netns as netns_mod
+    from pycni.lab import netns as netns_mod
 
     pod_ns = netns_mod.create("pod")
     try:
@@ -393,7 +394,7 @@ def test_a_failed_add_after_the_veth_was_made_leaves_nothing(never: Cluster) -> 
     still open: it once ran after the socket had closed, and left the veth)."""
     node1 = never.nodes["node1"]
     conf = never.conflist(node1)
-    from pycni import netns as netns_mod
+    from pycni.lab import netns as netns_mod
 
     pod_ns = netns_mod.create("pod")
     try:
@@ -465,7 +466,7 @@ def test_bad_config_is_code_7_naming_the_field(
 
 @pytest.mark.parametrize("mode", ["always", "crosssubnet", "never"])
 def test_the_example_configs_are_valid(mode: str) -> None:
-    from pycni import validate
+    from pycni.conformance import validate
 
     report = validate.check_file(str(REPO / f"conf/examples/10-pycni-ipip-{mode}.conflist"))
     assert report.errors == [] and report.notes == []
@@ -476,7 +477,7 @@ def test_the_example_configs_are_valid(mode: str) -> None:
 def test_nodes_in_two_underlay_subnets_reach_each_other_through_the_router(
     bundle: Path,
 ) -> None:
-    """pycni.cluster's `subnets`: what CrossSubnet tells apart, and what the real-kernel lane
+    """pycni.lab.cluster's `subnets`: what CrossSubnet tells apart, and what the real-kernel lane
     tunnels through."""
     with Cluster.create(3, bundle, datapath="ipip", encapsulation="Never", subnets=2) as c:
         node1, node2, node3 = (c.nodes[f"node{i}"] for i in (1, 2, 3))

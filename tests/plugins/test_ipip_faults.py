@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pycni import netns as netns_mod
-from pycni.cluster import Cluster, ClusterNode
+from pycni.lab import netns as netns_mod
+from pycni.lab.cluster import Cluster, ClusterNode
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 

@@ -20,10 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pycni import connectivity, masquerade, skel, spawn, versions
+from pycni.cni import skel, spawn, versions
+from pycni.datapath import masquerade
+from pycni.lab import connectivity
+from pycni.lab.runtime import PluginError, invoke
+from pycni.lab.testbed import Node, Pod
 from pycni.plugins import portmap
-from pycni.runtime import PluginError, invoke
-from pycni.testbed import Node, Pod
 from tests.test_schema_validators import INTERESTING_STRINGS, json_values
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -621,7 +623,7 @@ def test_kind_ingress_recipe_hostports_80_and_443_behind_the_node_address(bundle
     hostPorts 80 and 443 on a node of the docker network (the underlay, 172.18.0.0/16), where
     kind's `extraPortMappings` send the host's ports 80/443 (that last DNAT is docker's). Reached
     from the underlay (the docker host) and from a pod on another node, over the overlay."""
-    from pycni.cluster import Cluster
+    from pycni.lab.cluster import Cluster
 
     with Cluster.create(2, bundle) as cluster:
         node1, node2 = cluster.nodes["node1"], cluster.nodes["node2"]
@@ -687,7 +689,7 @@ PORTMAP_PATHS = [
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(PORTMAP_PATHS), json_values | st.sampled_from(INTERESTING_STRINGS))
 def test_portmap_validators_agree(path: tuple[Any, ...], value: object) -> None:
-    from pycni import validate
+    from pycni.conformance import validate
     from pycni.validators import portmap as generated
     from tests.test_schema_validators import assert_same_verdict
 

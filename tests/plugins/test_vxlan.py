@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from pycni import connectivity, versions
-from pycni.cluster import UNDERLAY_BRIDGE, Cluster, ClusterNode
-from pycni.runtime import PluginError, invoke
+from pycni.cni import versions
+from pycni.lab import connectivity
+from pycni.lab.cluster import UNDERLAY_BRIDGE, Cluster, ClusterNode
+from pycni.lab.runtime import PluginError, invoke
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -443,7 +444,7 @@ def test_bad_config_is_code_7_naming_the_field(
 
 
 def test_the_example_config_is_valid() -> None:
-    from pycni import validate
+    from pycni.conformance import validate
 
     report = validate.check_file(
         str(Path(__file__).parents[2] / "conf/examples/10-pycni-vxlan.conflist")

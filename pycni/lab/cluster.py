@@ -15,8 +15,8 @@ host's own interfaces are never touched):
   subnets or racks; what pycni-ipip's CrossSubnet tells apart;
 - pod CIDRs are cut from the cluster CIDR as the controller manager's node IPAM does: node i
   gets the i-th /24 of 10.244.0.0/16 (10.244.0.0/24 for the first);
-- each node is a pycni.testbed.Node: its own state, cache, conf and data dirs, its pods added
-  through pycni.runtime exactly as containerd adds them.
+- each node is a pycni.lab.testbed.Node: its own state, cache, conf and data dirs, its pods added
+  through pycni.lab.runtime exactly as containerd adds them.
 
 `datapath` chooses the network every node runs: "vxlan" (pycni-vxlan, network "overlay", extra
 settings in `vxlan`) or "ipip" (pycni-ipip, network "routed", `encapsulation` Always,
@@ -41,8 +41,8 @@ from ipaddress import IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
 
-from pycni import netns as netns_mod
-from pycni.testbed import REFERENCE_DIR, Node
+from pycni.lab import netns as netns_mod
+from pycni.lab.testbed import REFERENCE_DIR, Node
 
 CLUSTER_CIDR = "10.244.0.0/16"  # kind's podSubnet
 NODE_CIDR_LENGTH = 24  # the controller manager's --node-cidr-mask-size for IPv4

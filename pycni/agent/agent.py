@@ -39,7 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-# pycni.kube (ssl, http.client: ~45 ms) is imported where the agent runs, not when `pycni`
+# pycni.agent.kube (ssl, http.client: ~45 ms) is imported where the agent runs, not when `pycni`
 # builds its parser
 
 COMMAND = "agent"
@@ -166,7 +166,7 @@ class Agent:
 
     def run(self) -> None:
         """List and watch until `stop` is set."""
-        from pycni import kube
+        from pycni.agent import kube
 
         while not self.stop.is_set():
             try:
@@ -283,7 +283,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pycni import kube
+    from pycni.agent import kube
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s pycni-agent %(levelname)s %(message)s"
@@ -317,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_once(agent: Agent) -> int:
     """One list and one apply: 0 if the node's conflist is now written."""
-    from pycni import kube
+    from pycni.agent import kube
 
     try:
         items, _ = agent.client.list_nodes()
@@ -360,7 +360,7 @@ def reconcile_conflist(conf_path: Path) -> list[str]:
     import contextlib
     import io
 
-    from pycni import reconcile
+    from pycni.agent import reconcile
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -7,7 +7,7 @@ bare environment — and the Kubernetes network model is checked with real TCP a
 every pod reaches every pod and the node reaches every pod, and each sees the other's own
 address (no NAT).
 
-By default the demo brings up a 3-node cluster (pycni.cluster: nodes on an underlay namespace
+By default the demo brings up a 3-node cluster (pycni.lab.cluster: nodes on an underlay namespace
 of their own, kind's addresses and pod CIDRs) with the VXLAN overlay (pycni-vxlan), spreads the
 pods over the nodes and probes every pod and every node against every pod, across nodes.
 `--datapath bridge` runs the single-node bridge (kubenet) datapath instead.
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_cluster(args: argparse.Namespace, bundle: Path) -> int:
-    from pycni import connectivity
-    from pycni.cluster import Cluster
+    from pycni.lab import connectivity
+    from pycni.lab.cluster import Cluster
 
     started = time.monotonic()
     mtu = f", underlay MTU {args.underlay_mtu}" if args.underlay_mtu else ""
@@ -120,8 +120,8 @@ def _verdict(connectivity: Any, probes: list[Any], started: float) -> int:
 
 
 def _run_node(args: argparse.Namespace, bundle: Path) -> int:
-    from pycni import connectivity
-    from pycni.testbed import Node
+    from pycni.lab import connectivity
+    from pycni.lab.testbed import Node
 
     conflist = _conflist(args.ipv6)
     started = time.monotonic()

@@ -7,7 +7,7 @@ node's settings. Each is read first and written only when it differs.
 
 from __future__ import annotations
 
-from pycni.errors import CniError, Code
+from pycni.cni.errors import CniError, Code
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

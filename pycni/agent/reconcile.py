@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pycni.errors import CniError
+    from pycni.cni.errors import CniError
 
     try:
         plugin = network_config(json.loads(args.conf.read_text()))

@@ -2,7 +2,7 @@
 
 The operator's path, never a plugin's: it imports jsonschema (~120 ms) and checks each file
 against the schemas themselves (conf/schemas, installed as pycni.schemas), with the same format
-checks (pycni.schema_formats) the plugins' generated validators use. Per file:
+checks (pycni.validators.formats) the plugins' generated validators use. Per file:
 
 1. the envelope: a `.conflist` against netconf.schema.json#/$defs/conflist, anything else
    (`.conf`, `.json`: what libcni reads as a single network config) against #/$defs/conf;
@@ -24,9 +24,9 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from pycni import jsonio
-from pycni.errors import CniError, Code, ConfigError, UnsupportedField
-from pycni.schema_formats import FORMATS, json_kind, member_path, shown
+from pycni.cni import jsonio
+from pycni.cni.errors import CniError, Code, ConfigError, UnsupportedField
+from pycni.validators.formats import FORMATS, json_kind, member_path, shown
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ def schema_validator(schema: dict[str, Any]) -> Any:
 
 
 def format_checker() -> Any:
-    """A FormatChecker that knows exactly our formats (pycni.schema_formats), nothing else."""
+    """A FormatChecker that knows exactly our formats (pycni.validators.formats), nothing else."""
     import jsonschema
 
     checker = jsonschema.FormatChecker(formats=())

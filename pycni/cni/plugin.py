@@ -1,7 +1,7 @@
 """The shape of a pycni plugin, for the type checker.
 
 Imported only under TYPE_CHECKING: `typing` costs a frozen plugin ~9 ms of start-up. A plugin is
-a module; the skel (pycni.skel) calls its functions with a validated Call and the config the
+a module; the skel (pycni.cni.skel) calls its functions with a validated Call and the config the
 plugin parsed from it.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pycni.ip import IP
-from pycni.result import Result
-from pycni.skel import Attachment, Call
+from pycni.cni.ip import IP
+from pycni.cni.result import Result
+from pycni.cni.skel import Attachment, Call
 
 
 class Plugin(Protocol):
@@ -28,7 +28,7 @@ class Plugin(Protocol):
 
 
 # Optional module attributes the skel looks up with getattr:
-#   SUPPORTED_VERSIONS: tuple[str, ...]   (default: pycni.versions.SUPPORTED)
+#   SUPPORTED_VERSIONS: tuple[str, ...]   (default: pycni.cni.versions.SUPPORTED)
 #   CNI_ARGS_KEYS: tuple[str, ...]        (CNI_ARGS keys the plugin understands)
 #   cmd_status(call, conf) -> None        (absent: STATUS succeeds)
 #   cmd_gc(call, conf) -> None            (absent: GC succeeds)

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 
-from pycni import spawn
-from pycni.errors import CniError, Code
+from pycni.cni import spawn
+from pycni.cni.errors import CniError, Code
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pycni.ip import Prefix
+    from pycni.cni.ip import Prefix
 
 TABLE = "pycni"
 NFT_CANDIDATES = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft")

@@ -8,14 +8,14 @@ A format check takes a string and returns a sentence saying what is wrong with i
 it is fine. Values that are not strings are not a format's business (JSON Schema: `format`
 applies to strings only; `type` catches the rest).
 
-On the per-call path: imports pycni.ip and pycni.jsonio, nothing else (the cni-name check is
+On the per-call path: imports pycni.cni.ip and pycni.cni.jsonio, nothing else (the cni-name check is
 written out rather than as a regular expression: `re` would cost ~3 ms of every plugin call).
 """
 
 from __future__ import annotations
 
-from pycni import jsonio
-from pycni.ip import IP, Prefix
+from pycni.cni import jsonio
+from pycni.cni.ip import IP, Prefix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def cni_name_problem(text: str) -> str | None:
 
 
 def ip_problem(text: str) -> str | None:
-    """An IPv4 or IPv6 address, exactly as pycni.ip.IP.parse accepts it."""
+    """An IPv4 or IPv6 address, exactly as pycni.cni.ip.IP.parse accepts it."""
     try:
         IP.parse(text)
     except ValueError:
@@ -46,7 +46,7 @@ def ip_problem(text: str) -> str | None:
 
 
 def cidr_problem(text: str) -> str | None:
-    """An address/prefix-length, exactly as pycni.ip.Prefix.parse accepts it."""
+    """An address/prefix-length, exactly as pycni.cni.ip.Prefix.parse accepts it."""
     try:
         Prefix.parse(text)
     except ValueError:

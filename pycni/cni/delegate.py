@@ -4,22 +4,22 @@ Our own host-local is called in-process (identical behaviour: the same module se
 frozen `pycni-host-local`; one interpreter start saved per call). Any other type is exec'd from
 CNI_PATH with the same stdin and CNI_* variables, and its error code reaches the runtime
 unchanged. Exec uses os.posix_spawn and pipes, not `subprocess` (which imports `signal`,
-`threading`, `selectors`... on every call): see pycni.spawn.
+`threading`, `selectors`... on every call): see pycni.cni.spawn.
 """
 
 from __future__ import annotations
 
 import os
 
-from pycni import jsonio
-from pycni.errors import CniError, Code, ConfigError, EnvError
-from pycni.result import Result
+from pycni.cni import jsonio
+from pycni.cni.errors import CniError, Code, ConfigError, EnvError
+from pycni.cni.result import Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from pycni.skel import Call
+    from pycni.cni.skel import Call
 
 IN_PROCESS = {"pycni-host-local": "pycni.ipam.host_local.plugin"}
 
@@ -65,7 +65,7 @@ def _in_process(call: Call, command: str, module_name: str) -> Result | None:
 def _exec(call: Call, command: str, kind: str) -> Result | None:
     executable = find_plugin(call, kind)
     env = delegate_env(call.env, command)
-    from pycni import spawn  # only for foreign IPAM plugins
+    from pycni.cni import spawn  # only for foreign IPAM plugins
 
     status, out = spawn.run([executable], env, call.stdin)
     if status != 0:

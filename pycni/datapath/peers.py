@@ -11,10 +11,10 @@ as the IPAM config gives them (`pod_cidrs`).
 
 from __future__ import annotations
 
-from pycni.errors import CniError, Code, ConfigError
-from pycni.ip import IP, Prefix
-from pycni.record import Record
-from pycni.result import parse_prefix
+from pycni.cni.errors import CniError, Code, ConfigError
+from pycni.cni.ip import IP, Prefix
+from pycni.cni.record import Record
+from pycni.cni.result import parse_prefix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def load(source: PeerSource, check_peer: CheckPeer) -> list[Peer]:
     if problem is not None:
         raise CniError(Code.TRY_AGAIN_LATER, problem)
     assert source.peers_file is not None
-    from pycni import jsonio
+    from pycni.cni import jsonio
 
     try:
         with open(source.peers_file, "rb") as f:

@@ -316,7 +316,7 @@ def _init_script(
 # `exec chroot` inside the overlay. Any failure powers off at once: the host reads no exit status
 # and reports the console.
 _INIT = r"""#!/bin/bash
-# pycni kernel lane: init of the User-Mode Linux guest (written by pycni/uml.py).
+# pycni kernel lane: init of the User-Mode Linux guest (written by pycni/lab/uml.py).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 results={results}
 die() {{ echo "pycni-uml init: $*" >&2; echo o > /proc/sysrq-trigger; sleep 5; exit 1; }}

@@ -1,5 +1,5 @@
 """The CNI error vocabulary: codes from the spec's table and our own (100+), and the exceptions
-that carry them to the protocol boundary (pycni.skel), which prints the spec's error JSON.
+that carry them to the protocol boundary (pycni.cni.skel), which prints the spec's error JSON.
 
 Codes are plain int constants, not an enum: `enum` costs ~4 ms of a frozen plugin's start-up,
 and every CNI call is a fresh process (see README, "Start-up is a feature").

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pycni import versions
-from pycni.errors import CniError
+from pycni.cni import versions
+from pycni.cni.errors import CniError
 
 JSONObject = dict[str, Any]
 CniArgs = str | Mapping[str, str] | Sequence[tuple[str, str]]

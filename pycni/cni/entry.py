@@ -1,6 +1,6 @@
 """The frozen executables' entry point.
 
-VERSION is answered here, before the protocol boundary (pycni.skel) or the plugin loads: the
+VERSION is answered here, before the protocol boundary (pycni.cni.skel) or the plugin loads: the
 runtime asks it often (libcni validates every plugin of a list with VERSION), and an answer that
 costs no more than the interpreter's own start is the whole point of the check in
 tests/test_startup_imports.py.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pycni import versions
+from pycni.cni import versions
 
 
 def main(module: str) -> None:
@@ -20,7 +20,7 @@ def main(module: str) -> None:
         sys.stdout.write(versions.VERSION_ANSWER)
         sys.stdout.flush()
         sys.exit(0)
-    from pycni import skel
+    from pycni.cni import skel
 
     __import__(module)
     skel.main(sys.modules[module])

@@ -7,11 +7,11 @@ Results are emitted in the request's cniVersion: up to 0.4.0 every `ips` entry c
 
 from __future__ import annotations
 
-from pycni import versions
-from pycni.errors import ConfigError
-from pycni.ip import IP, Prefix
-from pycni.record import Record
-from pycni.schema_formats import json_kind
+from pycni.cni import versions
+from pycni.cni.errors import ConfigError
+from pycni.cni.ip import IP, Prefix
+from pycni.cni.record import Record
+from pycni.validators.formats import json_kind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ The node is a namespace standing in for a kind node: the plugins run inside it (
 a runtime execs them), so the bridge, the host veths, sysctls and firewall rules all land
 there and never on the host. Each pod is a namespace of its own; adding one runs `loopback`
 first (when a loopback plugin is on the plugin path; otherwise `lo` is brought up directly),
-then the network's plugins through pycni.runtime (bare environment, the conflist from the
+then the network's plugins through pycni.lab.runtime (bare environment, the conflist from the
 node's conf dir, chaining, the result cache), and removing it runs DEL the same way.
 Everything the node holds — cache, state — lives in its own directory, as on a real machine.
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pycni import netns as netns_mod
-from pycni.runtime import Runtime
+from pycni.lab import netns as netns_mod
+from pycni.lab.runtime import Runtime
 
 REFERENCE_DIR = "/usr/lib/cni"
 

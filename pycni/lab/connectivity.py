@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pycni.netns import Netns
+from pycni.lab.netns import Netns
 
 PORT = 18080
 TIMEOUT = 3.0

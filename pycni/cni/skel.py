@@ -19,17 +19,18 @@ import os
 import sys
 import time
 
-from pycni import jsonio, schema_formats, versions
-from pycni.errors import CniError, Code, ConfigError, EnvError, VersionError
-from pycni.record import Record
-from pycni.result import Result
+from pycni.cni import jsonio, versions
+from pycni.cni.errors import CniError, Code, ConfigError, EnvError, VersionError
+from pycni.cni.record import Record
+from pycni.cni.result import Result
+from pycni.validators import formats as schema_formats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import BinaryIO, TextIO
 
-    from pycni.plugin_api import Plugin
+    from pycni.cni.plugin import Plugin
 
 VERBS = ("ADD", "DEL", "CHECK", "STATUS", "GC")
 MAX_STDIN = 1 << 20  # 1 MiB: a network config is a few hundred bytes; refuse to buffer a flood
@@ -99,7 +100,7 @@ class Call(Record):
 
 
 def main(plugin: Plugin) -> None:
-    """Serve one call of the process (see pycni.entry for the frozen executables)."""
+    """Serve one call of the process (see pycni.cni.entry for the frozen executables)."""
     status = run(
         plugin, env=os.environ, stdin=sys.stdin.buffer, stdout=sys.stdout.buffer, stderr=sys.stderr
     )
