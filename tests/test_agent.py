@@ -22,9 +22,10 @@ import pytest
 
 from pycni.agent import agent as agent_mod
 from pycni.agent import kube
-from tests.kube_replay import TOKEN, FakeApiServer, Pki
+from tests.support.kube_replay import TOKEN, FakeApiServer, Pki
+from tests.support.paths import KIND
 
-TEMPLATE = Path(__file__).parent.parent / "conf" / "kind" / "00-pycni-vxlan.conflist"
+TEMPLATE = KIND / "00-pycni-vxlan.conflist"
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_outage_is_unreachable(pki: Pki, api: FakeApiServer, tmp_path: Path) -> 
 
 
 def test_peer_set_and_conflist_from_node_objects() -> None:
-    from tests.kube_replay import kind_node
+    from tests.support.kube_replay import kind_node
 
     nodes = [
         agent_mod.NodeInfo.of(kind_node("b", "172.18.0.3", ["10.244.1.0/24"], 1)),
@@ -372,7 +373,7 @@ def test_once_writes_the_conflist_and_exits(pki: Pki, api: FakeApiServer, tmp_pa
 
 
 def test_a_failed_reconcile_is_retried_at_the_next_event(tmp_path: Path) -> None:
-    from tests.kube_replay import kind_node
+    from tests.support.kube_replay import kind_node
 
     template = json.loads(TEMPLATE.read_text())
     template["plugins"][0]["peersFile"] = str(tmp_path / "peers.json")

@@ -28,11 +28,12 @@ from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
 from pycni.netlink.namespace import socket_in_netns
-from tests.kube_replay import FakeApiServer, Pki
+from tests.support.kube_replay import FakeApiServer, Pki
+from tests.support.paths import KIND
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
-TEMPLATE = Path(__file__).parent.parent / "conf" / "kind" / "00-pycni-vxlan.conflist"
+TEMPLATE = KIND / "00-pycni-vxlan.conflist"
 API_HOST = "172.18.0.1"
 CLI = "import sys; from pycni.cli import main; sys.exit(main())"
 WAIT = 30.0

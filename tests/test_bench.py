@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from bench.run import SUITES
-from tests.conftest import REPO, unavailable
+from tests.support.ci import unavailable
+from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.reference, pytest.mark.slow]
 

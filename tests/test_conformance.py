@@ -24,7 +24,8 @@ from pycni import cli
 from pycni.conformance import checks, runner
 from pycni.conformance.checks import Verdict
 from pycni.conformance.runner import CheckResult, Report, run_suite
-from tests.conftest import REPO, unavailable
+from tests.support.ci import unavailable
+from tests.support.paths import REPO
 
 REFERENCE_ONLY_TO_1_0 = {"gc.unlisted", "gc.empty-list", "status.ready"}
 CORE = [

@@ -24,12 +24,11 @@ from typing import Any
 
 import pytest
 
-from tests.support import plugin_table
+from tests.support.ci import unavailable
+from tests.support.paths import plugin_table
 
 pytestmark = pytest.mark.frozen
 
-REPO = Path(__file__).resolve().parent.parent
-BUNDLE = REPO / "dist" / "cni" / "bin"
 RUNTIME_DIR = "pycni-runtime"
 # Libraries a bundle should take from the node, not carry (no security update would reach them).
 SYSTEM_LIBRARIES = ("libcrypto.", "libssl.", "liblzma.", "libbz2.")
@@ -48,13 +47,6 @@ PLUGINS = plugin_table().read()
 EXECUTABLES = [entry.executable for entry in PLUGINS]
 
 
-@pytest.fixture(scope="module")
-def bundle() -> Path:
-    if not BUNDLE.is_dir():
-        pytest.skip("dist/cni/bin missing: run packaging/build.sh")
-    return BUNDLE
-
-
 @pytest.fixture(autouse=True)
 def _no_mei_left_in_tmp() -> Iterator[None]:
     """onedir never unpacks itself; a /tmp/_MEI* directory would mean onefile crept back."""
@@ -66,7 +58,7 @@ def _no_mei_left_in_tmp() -> Iterator[None]:
 
 def needs_mount_namespace() -> None:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root and unshare(1) for a private mount namespace")
+        unavailable("needs root and unshare(1) for a private mount namespace")
 
 
 def execute(
@@ -131,7 +123,10 @@ def test_layout_is_executables_plus_one_runtime(bundle: Path) -> None:
 
 @pytest.mark.parametrize("entry", PLUGINS, ids=lambda e: e.executable)
 def test_executable_holds_its_entry_and_no_runtime_hooks(bundle: Path, entry: Any) -> None:
-    readers = pytest.importorskip("PyInstaller.archive.readers")
+    try:
+        from PyInstaller.archive import readers  # type: ignore[import-untyped]
+    except ImportError:
+        unavailable("PyInstaller missing: pip install -e '.[dev]' (packaging/setup.sh does)")
     archive = readers.CArchiveReader(str(bundle / entry.executable))
     names = set(archive.toc)
     assert not [n for n in names if n.startswith("pyi_rth_")], sorted(names)

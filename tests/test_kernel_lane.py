@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from pycni.lab import uml
-from tests.conftest import IN_CI, REPO, unavailable
+from tests.support.ci import IN_CI, unavailable
+from tests.support.paths import REPO
 
 GUEST_TESTS = "tests/kernel"
 TIMEOUT = float(os.environ.get("PYCNI_UML_TIMEOUT", "900"))

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import unavailable
+from tests.support.ci import unavailable
+from tests.support.paths import REPO
 
-REPO = Path(__file__).parent.parent
 KIND = REPO / "conf" / "kind"
 CONFLISTS = sorted(KIND.glob("*.conflist"))
 CLUSTER_CONFIGS = sorted(KIND.glob("kind-*.yaml"))

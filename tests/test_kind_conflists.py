@@ -27,10 +27,10 @@ from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.runtime import PluginError
 from pycni.lab.testbed import Pod
+from tests.support.paths import KIND
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
-KIND = Path(__file__).resolve().parent.parent / "conf" / "kind"
 HOST_PORT = 8080  # to the ingress pod's connectivity.PORT
 MAPPING = {
     "portMappings": [{"hostPort": HOST_PORT, "containerPort": connectivity.PORT, "protocol": "tcp"}]

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import unavailable
-from tests.kube_replay import kind_node
+from tests.support.ci import unavailable
+from tests.support.kube_replay import kind_node
+from tests.support.paths import REPO
 
-REPO = Path(__file__).parent.parent
 SCRIPT = REPO / "packaging" / "kind-install.sh"
 AGENT = REPO / "dist" / "pycni-agent" / "pycni-agent"
 

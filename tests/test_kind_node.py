@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from pycni.lab import netns as netns_mod
-from tests.conftest import unavailable
+from tests.support.ci import unavailable
+from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
-REPO = Path(__file__).resolve().parent.parent
 AGENT_DIR = REPO / "dist" / "pycni-agent"
 CONTAINERD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

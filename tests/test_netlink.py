@@ -1,7 +1,7 @@
 """pycni.netlink against the kernel, cross-checked with pyroute2 and `ip -j`.
 
-Every kernel test works inside network namespaces it creates (the `netns` fixture, and `pod`
-below) and never touches the interfaces of the namespace the tests run in: every Rtnl is
+Every kernel test works inside network namespaces it creates (the `netns` fixture, and `pod_ns`
+beside it) and never touches the interfaces of the namespace the tests run in: every Rtnl is
 opened with `netns=`, pyroute2 as `IPRoute(netns=name, flags=0)`, `ip` through `ip netns
 exec`. Each operation is checked both ways: done by us and read by pyroute2 and/or `ip -j`;
 done by `ip`/pyroute2 and read by us. Errnos are compared with what pyroute2 gets for the same
@@ -60,8 +60,8 @@ from pycni.netlink import (
 )
 from pycni.netlink import kernel as k
 from pycni.netlink.conntrack import Conntrack, ConntrackEntry
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 HEADERS = Path("/usr/include/linux")
 netns_test = pytest.mark.netns
 Netns = netns_mod.Netns
@@ -115,17 +115,6 @@ def expect(actual: Any, **wanted: Any) -> None:
 
 
 # --- fixtures and helpers ------------------------------------------------------------------
-
-
-@pytest.fixture
-def pod(netns: Netns) -> Iterator[Netns]:
-    """A second throwaway namespace (a pod beside `netns`, the node; `netns` also checks that
-    we are root); removed even if the test fails."""
-    ns = netns_mod.create("pyt")
-    try:
-        yield ns
-    finally:
-        ns.delete()
 
 
 @contextmanager
@@ -845,23 +834,25 @@ def test_a_missing_namespace_is_namespace_not_found(netns: Netns, tmp_path: Path
 
 
 @netns_test
-def test_our_own_namespace_is_unchanged_after_work_and_failures(netns: Netns, pod: Netns) -> None:
+def test_our_own_namespace_is_unchanged_after_work_and_failures(
+    netns: Netns, pod_ns: Netns
+) -> None:
     before = own_namespaces()
     with Rtnl(netns=netns.path) as host:
-        host.create_veth("veth0", "eth0", peer_netns=pod.path)
+        host.create_veth("veth0", "eth0", peer_netns=pod_ns.path)
         assert own_namespaces() == before
         with pytest.raises(NetlinkExists):
             host.create_bridge("veth0")
         assert own_namespaces() == before
 
     def failing_factory() -> Any:
-        assert os.readlink("/proc/thread-self/ns/net") == namespace_id(pod.path)
+        assert os.readlink("/proc/thread-self/ns/net") == namespace_id(pod_ns.path)
         raise RuntimeError("socket() failed")
 
     with pytest.raises(RuntimeError, match=r"socket\(\) failed"):
-        namespace.socket_in_netns(pod.path, failing_factory)
+        namespace.socket_in_netns(pod_ns.path, failing_factory)
     assert own_namespaces() == before
-    assert "eth0" in ip_names(pod) and "veth0" in ip_names(netns)
+    assert "eth0" in ip_names(pod_ns) and "veth0" in ip_names(netns)
 
 
 @netns_test
@@ -915,15 +906,15 @@ def test_a_namespace_by_proc_pid_path_and_by_fd(netns: Netns) -> None:
 
 
 @netns_test
-def test_the_veth_peer_lands_in_the_target_namespace(netns: Netns, pod: Netns) -> None:
+def test_the_veth_peer_lands_in_the_target_namespace(netns: Netns, pod_ns: Netns) -> None:
     with Rtnl(netns=netns.path) as host:
-        veth = host.create_veth("veth0", "eth0", peer_netns=pod.path, mtu=1450,
+        veth = host.create_veth("veth0", "eth0", peer_netns=pod_ns.path, mtu=1450,
                                 mac="02:00:00:00:00:01", peer_mac="02:00:00:00:00:02",
                                 up=True)  # fmt: skip
-    with Rtnl(netns=pod.path) as inside:
+    with Rtnl(netns=pod_ns.path) as inside:
         inside.set_link("eth0", up=True)  # the kernel cannot bring it up in the same request
-    assert "eth0" not in ip_names(netns) and "veth0" not in ip_names(pod)
-    host_end, pod_end = ip_link(netns, "veth0"), ip_link(pod, "eth0")
+    assert "eth0" not in ip_names(netns) and "veth0" not in ip_names(pod_ns)
+    host_end, pod_end = ip_link(netns, "veth0"), ip_link(pod_ns, "eth0")
     expect(host_end, mtu=1450, address="02:00:00:00:00:01", link_index=pod_end["ifindex"])
     expect(pod_end, mtu=1450, address="02:00:00:00:00:02", link_index=host_end["ifindex"])
     assert host_end["linkinfo"]["info_kind"] == pod_end["linkinfo"]["info_kind"] == "veth"
@@ -931,7 +922,7 @@ def test_the_veth_peer_lands_in_the_target_namespace(netns: Netns, pod: Netns) -
     expect(veth, index=host_end["ifindex"], name="veth0", kind="veth", mtu=1450, up=True)
     expect(veth, mac="02:00:00:00:00:01", link=pod_end["ifindex"])
     assert veth.link_netnsid is not None  # the peer's index is in another namespace
-    with pyroute(pod) as ipr:
+    with pyroute(pod_ns) as ipr:
         (theirs,) = ipr.get_links(ifname="eth0")
         assert theirs["index"] == veth.link
         assert theirs.get_attr("IFLA_ADDRESS") == "02:00:00:00:00:02"
@@ -1161,18 +1152,18 @@ def test_set_link_changes_what_ip_and_pyroute2_show(netns: Netns) -> None:
 
 
 @netns_test
-def test_move_a_link_to_another_namespace_by_path_or_fd(netns: Netns, pod: Netns) -> None:
+def test_move_a_link_to_another_namespace_by_path_or_fd(netns: Netns, pod_ns: Netns) -> None:
     netns.ip("link", "add", "a0", "type", "veth", "peer", "name", "a1")
     with Rtnl(netns=netns.path) as rt:
-        rt.set_link("a1", netns=pod.path)
-        fd = os.open(pod.path, os.O_RDONLY)
+        rt.set_link("a1", netns=pod_ns.path)
+        fd = os.open(pod_ns.path, os.O_RDONLY)
         try:
             rt.set_link("a0", netns=fd)
         finally:
             os.close(fd)
         assert [link.name for link in rt.links()] == ["lo"]
-    assert {"a0", "a1"} <= ip_names(pod)
-    with Rtnl(netns=pod.path) as rt:
+    assert {"a0", "a1"} <= ip_names(pod_ns)
+    with Rtnl(netns=pod_ns.path) as rt:
         assert rt.get_link("a0").link == rt.get_link("a1").index
 
 
@@ -1615,7 +1606,7 @@ def test_a_filter_naming_no_table_or_link_that_exists_lists_nothing(netns: Netns
 
 
 @netns_test
-def test_route_to_is_what_ip_route_get_says(netns: Netns, pod: Netns) -> None:
+def test_route_to_is_what_ip_route_get_says(netns: Netns, pod_ns: Netns) -> None:
     with crowded(netns), Rtnl(netns=netns.path) as rt:
         for target in ("10.50.0.7", "192.0.2.1", "10.2.0.9", "fd00::77", "2001:db8::1"):
             ours = rt.route_to(ip(target))
@@ -1625,7 +1616,7 @@ def test_route_to_is_what_ip_route_get_says(netns: Netns, pod: Netns) -> None:
             assert gateway == theirs.get("gateway"), (target, theirs)
         local = rt.route_to(ip("10.1.0.5"))
         assert local is not None and local.type == k.RTN_LOCAL
-    with Rtnl(netns=pod.path) as bare:  # no routes at all: none to anywhere
+    with Rtnl(netns=pod_ns.path) as bare:  # no routes at all: none to anywhere
         assert bare.route_to(ip("192.0.2.1")) is None
         assert bare.route_to(ip("2001:db8::1")) is None
 
@@ -1980,8 +1971,8 @@ def tracked(node: Netns, client: Netns) -> Iterator[None]:
 
 
 @netns_test
-def test_conntrack_entries_and_delete_agree_with_pyroute2(netns: Netns, pod: Netns) -> None:
-    with tracked(netns, pod), Conntrack(netns=netns.path) as table:
+def test_conntrack_entries_and_delete_agree_with_pyroute2(netns: Netns, pod_ns: Netns) -> None:
+    with tracked(netns, pod_ns), Conntrack(netns=netns.path) as table:
         ours = ours_conntrack(table)
         assert ours == pyroute2_conntrack(netns)
         assert {

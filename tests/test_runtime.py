@@ -1,6 +1,6 @@
 """pycni.lab.runtime: a libcni in Python, checked against fake plugins and the Go reference plugins.
 
-Fake plugins (see tests/helpers_runtime.py) pin down the runtime's own logic -- chain order,
+Fake plugins (tests/support/fake_plugins.py) pin down the runtime's own logic -- chain order,
 prevResult, runtimeConfig, reverse DEL, the cache, GC, STATUS -- and what `invoke` records about
 misbehaving plugins. The Go reference plugins (/usr/lib/cni) check that the runtime drives real
 plugins the way libcni does: host-local alone touches no interface, so it carries most of those
@@ -38,13 +38,10 @@ from pycni.lab.runtime import (
 )
 
 if TYPE_CHECKING:
-    from tests.helpers_runtime import FakePlugins
+    from tests.support.fake_plugins import FakePlugins
 
     FakeFactory = Callable[..., FakePlugins]
 
-pytest_plugins = [
-    "tests.helpers_runtime"
-]  # fake_plugins, netns_factory, container_ns, node_ns, ...
 NETNS = "/run/netns/not-used-by-fakes"
 CNI_VARIABLES = {
     "CNI_COMMAND",
@@ -593,13 +590,13 @@ def test_loopback_is_skipped_without_a_loopback_plugin(
 
 @pytest.mark.netns
 def test_in_netns_runs_plugins_inside_that_namespace_with_a_bare_environment(
-    fake_plugins: FakeFactory, tmp_path: Path, node_ns: netns_mod.Netns
+    fake_plugins: FakeFactory, tmp_path: Path, netns: netns_mod.Netns
 ) -> None:
     fakes = fake_plugins("a")
-    runtime = fake_runtime(fakes, tmp_path, in_netns=node_ns.path)
+    runtime = fake_runtime(fakes, tmp_path, in_netns=netns.path)
     runtime.add(conflist("n", fakes.conf("a")), "c1", NETNS, "eth0")
     (call,) = fakes.calls()
-    assert call["netns"] == f"net:[{os.stat(node_ns.path).st_ino}]"
+    assert call["netns"] == f"net:[{os.stat(netns.path).st_ino}]"
     assert set(call["env"]) == CNI_VARIABLES
 
 
@@ -639,21 +636,21 @@ def assert_no_problems(runtime: Runtime) -> None:
 @pytest.mark.netns
 @pytest.mark.reference
 def test_host_local_add_check_delete_delete_again(
-    reference_dir: Path, tmp_path: Path, container_ns: netns_mod.Netns
+    reference_dir: Path, tmp_path: Path, pod_ns: netns_mod.Netns
 ) -> None:
     runtime = reference_runtime(reference_dir, tmp_path)
     name = unique("hl")
     netconf = conflist(name, host_local(tmp_path / "ipam", "10.123.0.0/24"))
-    result = runtime.add(netconf, "c1", container_ns.path, "eth0")
+    result = runtime.add(netconf, "c1", pod_ns.path, "eth0")
     assert result["cniVersion"] == "1.0.0"
     assert [ip["address"] for ip in result["ips"]] == ["10.123.0.2/24"]
     assert leases(tmp_path / "ipam", name) == {"10.123.0.2": "c1\r\neth0"}
     assert (tmp_path / "cache" / "results" / f"{name}-c1-eth0").is_file()
-    runtime.check(netconf, "c1", container_ns.path, "eth0")
-    runtime.delete(netconf, "c1", container_ns.path, "eth0")
+    runtime.check(netconf, "c1", pod_ns.path, "eth0")
+    runtime.delete(netconf, "c1", pod_ns.path, "eth0")
     assert leases(tmp_path / "ipam", name) == {}
     assert runtime.cached(name, "c1", "eth0") is None
-    runtime.delete(netconf, "c1", container_ns.path, "eth0")  # DEL twice is fine
+    runtime.delete(netconf, "c1", pod_ns.path, "eth0")  # DEL twice is fine
     runtime.delete(netconf, "c1", "", "eth0")  # and without a netns
     assert_no_problems(runtime)
 
@@ -661,22 +658,22 @@ def test_host_local_add_check_delete_delete_again(
 @pytest.mark.netns
 @pytest.mark.reference
 def test_host_local_refuses_a_second_add_of_the_same_attachment(
-    reference_dir: Path, tmp_path: Path, container_ns: netns_mod.Netns
+    reference_dir: Path, tmp_path: Path, pod_ns: netns_mod.Netns
 ) -> None:
     runtime = reference_runtime(reference_dir, tmp_path)
     netconf = conflist(unique("hl"), host_local(tmp_path / "ipam", "10.123.1.0/24"))
-    runtime.add(netconf, "c1", container_ns.path, "eth0")
+    runtime.add(netconf, "c1", pod_ns.path, "eth0")
     try:
         with pytest.raises(PluginError, match="duplicate allocation"):
-            runtime.add(netconf, "c1", container_ns.path, "eth0")
+            runtime.add(netconf, "c1", pod_ns.path, "eth0")
     finally:
-        runtime.delete(netconf, "c1", container_ns.path, "eth0")
+        runtime.delete(netconf, "c1", pod_ns.path, "eth0")
 
 
 @pytest.mark.netns
 @pytest.mark.reference
 def test_a_chain_of_two_host_locals_is_added_in_order_and_deleted_in_reverse(
-    reference_dir: Path, tmp_path: Path, container_ns: netns_mod.Netns
+    reference_dir: Path, tmp_path: Path, pod_ns: netns_mod.Netns
 ) -> None:
     runtime = reference_runtime(reference_dir, tmp_path)
     name = unique("hl2")
@@ -684,14 +681,14 @@ def test_a_chain_of_two_host_locals_is_added_in_order_and_deleted_in_reverse(
     netconf = conflist(
         name, host_local(first, "10.123.2.0/24"), host_local(second, "10.123.3.0/24")
     )
-    result = runtime.add(netconf, "c1", container_ns.path, "eth0")
+    result = runtime.add(netconf, "c1", pod_ns.path, "eth0")
     assert [ip["address"] for ip in result["ips"]] == ["10.123.3.2/24"]  # the last plugin's
     add_second = json.loads(runtime.invocations[1].stdin)
     assert add_second["prevResult"]["ips"][0]["address"] == "10.123.2.2/24"
     assert list(leases(first, name)) == ["10.123.2.2"]
     assert list(leases(second, name)) == ["10.123.3.2"]
-    runtime.check(netconf, "c1", container_ns.path, "eth0")
-    runtime.delete(netconf, "c1", container_ns.path, "eth0")
+    runtime.check(netconf, "c1", pod_ns.path, "eth0")
+    runtime.delete(netconf, "c1", pod_ns.path, "eth0")
     deletes = [json.loads(i.stdin) for i in runtime.invocations if i.command == "DEL"]
     assert [d["ipam"]["dataDir"] for d in deletes] == [str(second), str(first)]
     assert all(d["prevResult"] == result for d in deletes)
@@ -702,7 +699,7 @@ def test_a_chain_of_two_host_locals_is_added_in_order_and_deleted_in_reverse(
 @pytest.mark.netns
 @pytest.mark.reference
 def test_version_negotiation_against_a_plugin_that_stops_at_1_0_0(
-    reference_dir: Path, tmp_path: Path, container_ns: netns_mod.Netns
+    reference_dir: Path, tmp_path: Path, pod_ns: netns_mod.Netns
 ) -> None:
     name = unique("hlv")
     netconf = conflist(
@@ -713,14 +710,14 @@ def test_version_negotiation_against_a_plugin_that_stops_at_1_0_0(
     )
     runtime = reference_runtime(reference_dir, tmp_path, max_version="1.0.0")
     assert "1.1.0" not in runtime.version("host-local")["supportedVersions"]
-    result = runtime.add(netconf, "c1", container_ns.path, "eth0")
+    result = runtime.add(netconf, "c1", pod_ns.path, "eth0")
     assert result["cniVersion"] == "1.0.0"
     assert json.loads(runtime.invocations[-1].stdin)["cniVersion"] == "1.0.0"
-    runtime.delete(netconf, "c1", container_ns.path, "eth0")
+    runtime.delete(netconf, "c1", pod_ns.path, "eth0")
 
     newer = reference_runtime(reference_dir, tmp_path)  # ceiling 1.1.0: the plugin refuses it
     with pytest.raises(PluginError) as caught:
-        newer.add(netconf, "c2", container_ns.path, "eth0")
+        newer.add(netconf, "c2", pod_ns.path, "eth0")
     assert caught.value.code == 1
     assert leases(tmp_path / "ipam", name) == {}
 
@@ -728,17 +725,17 @@ def test_version_negotiation_against_a_plugin_that_stops_at_1_0_0(
 @pytest.mark.netns
 @pytest.mark.reference
 def test_a_0_3_1_network_gets_no_check_and_no_prev_result_on_delete(
-    reference_dir: Path, tmp_path: Path, container_ns: netns_mod.Netns
+    reference_dir: Path, tmp_path: Path, pod_ns: netns_mod.Netns
 ) -> None:
     runtime = reference_runtime(reference_dir, tmp_path)
     name = unique("hl031")
     netconf = conflist(name, host_local(tmp_path / "ipam", "10.123.5.0/24"), version="0.3.1")
-    result = runtime.add(netconf, "c1", container_ns.path, "eth0")
+    result = runtime.add(netconf, "c1", pod_ns.path, "eth0")
     assert result["cniVersion"] == "0.3.1"
     assert result["ips"][0]["version"] == "4"  # 0.3.x results carry ips[].version
     with pytest.raises(VerbNotSupportedError):
-        runtime.check(netconf, "c1", container_ns.path, "eth0")
-    runtime.delete(netconf, "c1", container_ns.path, "eth0")
+        runtime.check(netconf, "c1", pod_ns.path, "eth0")
+    runtime.delete(netconf, "c1", pod_ns.path, "eth0")
     assert "prevResult" not in json.loads(runtime.invocations[-1].stdin)
     assert leases(tmp_path / "ipam", name) == {}
 
@@ -746,20 +743,20 @@ def test_a_0_3_1_network_gets_no_check_and_no_prev_result_on_delete(
 @pytest.mark.netns
 @pytest.mark.reference
 def test_gc_releases_the_addresses_of_stale_attachments(
-    reference_dir: Path, tmp_path: Path, container_ns: netns_mod.Netns
+    reference_dir: Path, tmp_path: Path, pod_ns: netns_mod.Netns
 ) -> None:
     runtime = reference_runtime(reference_dir, tmp_path)
     name = unique("hlgc")
     netconf = conflist(name, host_local(tmp_path / "ipam", "10.123.6.0/24"))
-    runtime.add(netconf, "keep", container_ns.path, "eth0")
-    runtime.add(netconf, "stale", container_ns.path, "eth0")
+    runtime.add(netconf, "keep", pod_ns.path, "eth0")
+    runtime.add(netconf, "stale", pod_ns.path, "eth0")
     assert sorted(leases(tmp_path / "ipam", name).values()) == ["keep\r\neth0", "stale\r\neth0"]
     runtime.gc(netconf, [("keep", "eth0")])
     assert list(leases(tmp_path / "ipam", name).values()) == ["keep\r\neth0"]
     assert [a.container_id for a in runtime.cached_attachments(name)] == ["keep"]
     # 1.0.0: no GC verb (the Go plugins would refuse it anyway), only the synthesized DEL
     assert [i.command for i in runtime.invocations[2:]] == ["DEL"]
-    runtime.delete(netconf, "keep", container_ns.path, "eth0")
+    runtime.delete(netconf, "keep", pod_ns.path, "eth0")
     assert leases(tmp_path / "ipam", name) == {}
 
 
@@ -773,10 +770,10 @@ def _host_link_names() -> set[str]:
 def test_bridge_in_a_node_namespace_add_check_delete(
     reference_dir: Path,
     tmp_path: Path,
-    node_ns: netns_mod.Netns,
-    container_ns: netns_mod.Netns,
+    netns: netns_mod.Netns,
+    pod_ns: netns_mod.Netns,
 ) -> None:
-    """The whole runtime runs inside `node_ns`, as containerd runs inside a kind node: the
+    """The whole runtime runs inside `netns`, as containerd runs inside a kind node: the
     bridge and the host-side veth appear there, never in the host's own namespace."""
     bridge = f"pbr{uuid.uuid4().hex[:6]}"
     name = unique("br")
@@ -794,31 +791,31 @@ def test_bridge_in_a_node_namespace_add_check_delete(
             },
         },
     )
-    runtime = reference_runtime(reference_dir, tmp_path, in_netns=node_ns.path, loopback=True)
+    runtime = reference_runtime(reference_dir, tmp_path, in_netns=netns.path, loopback=True)
     host_links = _host_link_names()
 
-    result = runtime.add(netconf, "c1", container_ns.path, "eth0")
+    result = runtime.add(netconf, "c1", pod_ns.path, "eth0")
 
     interfaces = {i["name"]: i for i in result["interfaces"]}
-    assert interfaces["eth0"]["sandbox"] == container_ns.path
+    assert interfaces["eth0"]["sandbox"] == pod_ns.path
     assert bridge in interfaces
     address = result["ips"][0]["address"]
-    (eth0,) = container_ns.ip_json("addr", "show", "dev", "eth0")
+    (eth0,) = pod_ns.ip_json("addr", "show", "dev", "eth0")
     assert f"{eth0['addr_info'][0]['local']}/{eth0['addr_info'][0]['prefixlen']}" == address
-    (lo,) = container_ns.ip_json("link", "show", "dev", "lo")
+    (lo,) = pod_ns.ip_json("link", "show", "dev", "lo")
     assert "UP" in lo["flags"]  # the loopback plugin ran first
-    (node_bridge,) = node_ns.ip_json("addr", "show", "dev", bridge)
+    (node_bridge,) = netns.ip_json("addr", "show", "dev", bridge)
     assert node_bridge["addr_info"][0]["local"] == "10.123.7.1"
     assert bridge not in _host_link_names()
     assert _host_link_names() == host_links
 
-    runtime.check(netconf, "c1", container_ns.path, "eth0")
-    runtime.delete(netconf, "c1", container_ns.path, "eth0")
+    runtime.check(netconf, "c1", pod_ns.path, "eth0")
+    runtime.delete(netconf, "c1", pod_ns.path, "eth0")
 
-    assert "eth0" not in container_ns.link_names()
-    assert set(node_ns.link_names()) == {"lo", bridge}  # the host-side veth went with eth0
+    assert "eth0" not in pod_ns.link_names()
+    assert set(netns.link_names()) == {"lo", bridge}  # the host-side veth went with eth0
     assert leases(tmp_path / "ipam", name) == {}
-    runtime.delete(netconf, "c1", container_ns.path, "eth0")
+    runtime.delete(netconf, "c1", pod_ns.path, "eth0")
     runtime.delete(netconf, "c1", "", "eth0")
     assert_no_problems(runtime)
     assert _host_link_names() == host_links

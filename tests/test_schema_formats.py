@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +14,8 @@ from jsonschema._utils import equal as jsonschema_equal  # type: ignore[import-u
 
 from pycni.cni.ip import IP, Prefix
 from pycni.validators import formats
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CNI_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")  # the spec's ^...$, with Go's `$`
 
 

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from pycni.cni.errors import CniError, Code
 from pycni.conformance import validate
 from pycni.validators import bridge, host_local, ipip, netconf, vxlan
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 GENERATOR = REPO / "packaging" / "gen_validator.py"
 EXAMPLES = sorted((REPO / "conf" / "examples").iterdir())
 DRAFT = "https://json-schema.org/draft/2020-12/schema"

@@ -31,9 +31,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import plugin_table
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO, plugin_table
 
 # Modules no per-call path may load (the package and its submodules), with what they cost.
 FORBIDDEN = {

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from pycni.conformance import validate
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "conf" / "examples").iterdir())
 PYCNI = Path(sys.executable).parent / "pycni"
 

@@ -15,7 +15,7 @@ import pytest
 from pycni.cni import versions
 from pycni.lab.netns import Netns
 from pycni.lab.runtime import Invocation, invoke
-from tests.support import flock_held
+from tests.support.flock import flock_held
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 

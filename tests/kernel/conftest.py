@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from tests.conftest import unavailable
+from tests.support.ci import unavailable
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import pytest
 from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
-from tests.kernel.capture import assert_ipip_encapsulated, assert_not_encapsulated, capture
+from tests.support.capture import assert_ipip_encapsulated, assert_not_encapsulated, capture
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 

@@ -22,7 +22,7 @@ from pycni.conformance.checks import Verdict
 from pycni.conformance.runner import render_table, run_suite
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node, Pod
-from tests.conftest import unavailable
+from tests.support.ci import unavailable
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 

@@ -15,7 +15,8 @@ import pytest
 from pycni.lab import connectivity
 from pycni.lab import netns as netns_mod
 from pycni.lab.testbed import Node
-from tests.conftest import REPO, unavailable
+from tests.support.ci import unavailable
+from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 

@@ -18,11 +18,11 @@ from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Pod
-from tests.kernel.capture import assert_not_encapsulated, capture
+from tests.support.capture import assert_not_encapsulated, capture
+from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
-REPO = Path(__file__).resolve().parents[2]
 PROTO = "112"  # the peer routes' protocol
 
 

@@ -26,6 +26,7 @@ from pycni.lab import connectivity
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node, Pod
 from pycni.plugins import portmap
+from tests.support.paths import EXAMPLES
 from tests.test_schema_validators import INTERESTING_STRINGS, json_values
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -602,9 +603,7 @@ def test_conformance_with_portmap_chained(bundle: Path, tmp_path: Path) -> None:
     from pycni.conformance import checks, runner
     from pycni.conformance.checks import Verdict
 
-    conf = json.loads(
-        (Path(__file__).parents[2] / "conf" / "examples" / "10-pycni-bridge.conflist").read_text()
-    )
+    conf = json.loads((EXAMPLES / "10-pycni-bridge.conflist").read_text())
     conf["plugins"][0]["ipam"]["dataDir"] = str(tmp_path / "ipam")
     conf["plugins"].append({"type": "pycni-portmap", "capabilities": {"portMappings": True}})
     plain = runner.run_suite([str(bundle)], conf)  # pods without hostPorts: pass-through

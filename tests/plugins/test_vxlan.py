@@ -19,6 +19,7 @@ from pycni.cni import versions
 from pycni.lab import connectivity
 from pycni.lab.cluster import UNDERLAY_BRIDGE, Cluster, ClusterNode
 from pycni.lab.runtime import PluginError, invoke
+from tests.support.paths import EXAMPLES
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -446,7 +447,5 @@ def test_bad_config_is_code_7_naming_the_field(
 def test_the_example_config_is_valid() -> None:
     from pycni.conformance import validate
 
-    report = validate.check_file(
-        str(Path(__file__).parents[2] / "conf/examples/10-pycni-vxlan.conflist")
-    )
+    report = validate.check_file(str(EXAMPLES / "10-pycni-vxlan.conflist"))
     assert report.errors == [] and report.notes == []

@@ -1,28 +1,12 @@
-"""Helpers the tests share that are not fixtures (fixtures live in conftest.py)."""
+"""Another process holding flock(2) on a file, as a stuck plugin would."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def plugin_table() -> ModuleType:
-    """packaging/plugin_table.py, loaded by path (`packaging` is also a PyPI package's name)."""
-    spec = importlib.util.spec_from_file_location(
-        "plugin_table", REPO / "packaging" / "plugin_table.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 _HOLD_FLOCK = """
 import fcntl, sys, time

@@ -1,8 +1,4 @@
-"""Fixtures for driving plugins through pycni.lab.runtime: namespaces, fake plugins.
-
-Load with `pytest_plugins = ["tests.helpers_runtime"]` in a test module. (Not `fixtures.py`: pytest
-registers its own built-in plugin under the name "fixtures" and would silently skip ours.)
-Builds on tests/conftest.py's `reference` fixture.
+"""Fake CNI plugins, for pycni.lab.runtime's own logic (tests/lab/test_runtime.py).
 
 Fake plugins are one small Python script installed under several names. Each call appends a
 JSON line to the file named by its config's `log` (plugin name, command, environment as the
@@ -23,19 +19,10 @@ process received it, working directory, pid, netns, stdin config), then behaves 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
-
-from pycni.lab import netns
-
-NETNS_PREFIX = "pycnit"  # tests' namespaces; cleanup_all(NETNS_PREFIX) recovers after a crash
 
 FAKE_PLUGIN = r"""#!@PYTHON@ -IS
 import json, os, sys, time
@@ -111,73 +98,12 @@ class FakePlugins:
         self.log.unlink(missing_ok=True)
 
 
-@pytest.fixture
-def fake_plugins(tmp_path: Path) -> Callable[..., FakePlugins]:
-    """`fake_plugins("a", "b")` installs fake plugins named a and b in a fresh directory."""
-
-    def install(*names: str) -> FakePlugins:
-        directory = tmp_path / "fake-bin"
-        directory.mkdir(exist_ok=True)
-        script = FAKE_PLUGIN.replace("@PYTHON@", sys.executable)
-        for name in names:
-            path = directory / name
-            path.write_text(script)
-            path.chmod(0o755)
-        return FakePlugins(directory, tmp_path / "fake-calls.jsonl")
-
-    return install
-
-
-def _require_netns() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    if shutil.which("ip") is None and not os.path.exists("/usr/sbin/ip"):
-        pytest.skip("needs the 'ip' command (iproute2)")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _recover_crashed_namespaces() -> None:
-    """Remove namespaces left by earlier test runs that crashed (their process is gone)."""
-    if os.geteuid() == 0:
-        netns.cleanup_all(NETNS_PREFIX)
-
-
-@pytest.fixture
-def netns_factory() -> Iterator[Callable[[], netns.Netns]]:
-    """Creates namespaces on demand; every one is deleted at teardown, even on failure."""
-    _require_netns()
-    created: list[netns.Netns] = []
-
-    def make() -> netns.Netns:
-        namespace = netns.create(NETNS_PREFIX)
-        created.append(namespace)
-        return namespace
-
-    yield make
-    for namespace in reversed(created):
-        namespace.delete()
-
-
-@pytest.fixture
-def container_ns(netns_factory: Callable[[], netns.Netns]) -> netns.Netns:
-    """A namespace standing in for a container (a pod sandbox)."""
-    return netns_factory()
-
-
-@pytest.fixture
-def node_ns(netns_factory: Callable[[], netns.Netns]) -> netns.Netns:
-    """A namespace standing in for a node: run plugins that build host-side devices in it."""
-    return netns_factory()
-
-
-@pytest.fixture
-def reference_dir(reference: Path) -> Path:
-    """conftest's `reference` (/usr/lib/cni, host-local checked there), with bridge and
-    loopback too; skips loudly when one is missing."""
-    for plugin in ("bridge", "loopback"):
-        if not (reference / plugin).is_file():
-            pytest.skip(
-                f"REFERENCE PLUGIN MISSING: {reference / plugin} not found;"
-                " install them with `apt-get install containernetworking-plugins`"
-            )
-    return reference
+def install(directory: Path, log: Path, *names: str) -> FakePlugins:
+    """Fake plugins named `names` in `directory` (made if need be), logging to `log`."""
+    directory.mkdir(exist_ok=True)
+    script = FAKE_PLUGIN.replace("@PYTHON@", sys.executable)
+    for name in names:
+        path = directory / name
+        path.write_text(script)
+        path.chmod(0o755)
+    return FakePlugins(directory, log)
