@@ -23,8 +23,8 @@ from pycni.lab.runtime import invoke
 from pycni.lab.testbed import Node
 from pycni.validators import bandwidth as bandwidth_validator
 from tests.plugins.test_bandwidth import LIMITS, conflist, host_veth, ifbs, qdiscs
-from tests.test_hostile_input import check_outcome, configs, envs, invoke_hostile
-from tests.test_schema_validators import assert_same_verdict
+from tests.plugins.test_hostile_input import check_outcome, configs, envs, invoke_hostile
+from tests.validators.test_schema_validators import assert_same_verdict
 
 FULL = os.environ.get("PYCNI_STRESS") == "full"
 KILLS = 100 if FULL else 15
