@@ -22,9 +22,16 @@ from pycni.lab.netns import Netns
 from pycni.lab.runtime import invoke
 from pycni.lab.testbed import Node
 from pycni.validators import bandwidth as bandwidth_validator
-from tests.plugins.test_bandwidth import LIMITS, conflist, host_veth, ifbs, qdiscs
-from tests.plugins.test_hostile_input import check_outcome, configs, envs, invoke_hostile
-from tests.validators.test_schema_validators import assert_same_verdict
+from tests.support.bandwidth import LIMITS, conflist, host_veth, ifbs, qdiscs
+from tests.support.hostile import (
+    FROZEN_EXAMPLES,
+    as_json,
+    check_outcome,
+    configs,
+    envs,
+    invoke_hostile,
+)
+from tests.support.validators import assert_same_verdict
 
 FULL = os.environ.get("PYCNI_STRESS") == "full"
 KILLS = 100 if FULL else 15
@@ -96,11 +103,7 @@ def test_adds_killed_anywhere_leave_nothing_after_the_runtimes_del(
 
 @pytest.mark.frozen
 @pytest.mark.netns
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@FROZEN_EXAMPLES
 @given(stdin=configs(), env=envs, limits=st.dictionaries(
     st.sampled_from(["ingressRate", "ingressBurst", "egressRate", "egressBurst"]),
     st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=5) | st.none(),
@@ -109,10 +112,7 @@ def test_frozen_bandwidth_answers_any_input_in_the_spec_form(
     bundle: Path, netns: Netns, stdin: bytes, env: dict[str, str], limits: dict[str, Any]
 ) -> None:
     """In a node namespace that holds no veth (nothing can be shaped by accident)."""
-    try:
-        doc = json.loads(stdin)
-    except (ValueError, RecursionError):
-        doc = None
+    doc = as_json(stdin)
     if isinstance(doc, dict):
         doc.setdefault("type", "pycni-bandwidth")
         target = doc if len(limits) % 2 else {"bandwidth": limits}

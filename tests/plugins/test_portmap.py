@@ -27,7 +27,7 @@ from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node, Pod
 from pycni.plugins import portmap
 from tests.support.paths import EXAMPLES
-from tests.validators.test_schema_validators import INTERESTING_STRINGS, json_values
+from tests.support.validators import INTERESTING_STRINGS, assert_same_verdict, json_values
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -690,7 +690,6 @@ PORTMAP_PATHS = [
 def test_portmap_validators_agree(path: tuple[Any, ...], value: object) -> None:
     from pycni.conformance import validate
     from pycni.validators import portmap as generated
-    from tests.validators.test_schema_validators import assert_same_verdict
 
     doc = copy.deepcopy(PORTMAP_DOC)
     node: Any = doc

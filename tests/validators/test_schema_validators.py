@@ -11,11 +11,9 @@ the generator refuses keywords it does not implement.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,27 +22,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pycni.cni.errors import CniError, Code
+from pycni.cni.errors import Code
 from pycni.conformance import validate
 from pycni.validators import bridge, host_local, ipip, netconf, vxlan
-from tests.support.paths import REPO
+from tests.support.paths import REPO, load_module
+from tests.support.validators import (
+    INTERESTING_STRINGS,
+    Validate,
+    assert_same_verdict,
+    generated_error,
+    json_keys,
+    json_scalars,
+    json_values,
+)
 
 GENERATOR = REPO / "packaging" / "gen_validator.py"
 EXAMPLES = sorted((REPO / "conf" / "examples").iterdir())
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
-Validate = Callable[[object], None]
 
-
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_validator", GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
+gen = load_module(GENERATOR)
 
 
 def _read(path: Path) -> Any:
@@ -65,29 +62,6 @@ IPIP = (ipip.validate, validate.validator("ipip"))
 PLUGIN_PAIRS = {"host-local": HOST_LOCAL, "bridge": BRIDGE, "vxlan": VXLAN, "ipip": IPIP}
 CONFLIST = (netconf.check_conflist, validate.envelope_validator("conflist"))
 CONF = (netconf.check_conf, validate.envelope_validator("conf"))
-
-
-def _generated_error(generated: Validate, doc: object) -> CniError | None:
-    try:
-        generated(doc)
-    except CniError as err:
-        return err
-    return None
-
-
-def assert_same_verdict(pair: tuple[Validate, Any], doc: object) -> CniError | None:
-    """Both accept, or both reject and jsonschema's errors include the generated one."""
-    generated, schema_validator = pair
-    error = _generated_error(generated, doc)
-    reported = [(e.code, e.msg) for e in validate.problems(schema_validator, doc, "$")]
-    if error is None:
-        assert reported == [], f"generated validator accepts, jsonschema reports {reported}"
-    else:
-        assert reported, f"generated validator rejects ({error.msg}), jsonschema accepts"
-        assert (error.code, error.msg) in reported, (
-            f"generated: {(error.code, error.msg)}; jsonschema: {reported}"
-        )
-    return error
 
 
 # --- examples ------------------------------------------------------------------------------
@@ -272,7 +246,7 @@ def test_invalid_document_gets_the_same_verdict(document: object, code: int, pat
 
 def test_messages_say_what_was_expected_and_what_was_found() -> None:
     def message(doc: object) -> str:
-        error = _generated_error(host_local.validate, doc)
+        error = generated_error(host_local.validate, doc)
         assert error is not None
         return error.msg
 
@@ -310,64 +284,6 @@ def test_valid_edge_cases_are_accepted_by_both(document: object) -> None:
 
 
 # --- hypothesis: both validators agree on made-up documents --------------------------------
-
-INTERESTING_STRINGS = [
-    "",
-    "pycni-host-local",
-    "1.0.0",
-    "net-1",
-    "-net",
-    "a b",
-    "réseau",
-    "net\n",
-    "10.0.0.0/8",
-    "10.0.0.0/33",
-    "10.0.0.0/032",
-    "10.0.0.0/",
-    "10.0.0.0/ 8",
-    "010.0.0.1",
-    "10.0.0.1",
-    "10.0.0.256",
-    "1.2.3",
-    "::",
-    "::/0",
-    "fd00::1",
-    "fd00::/129",
-    "::ffff:1.2.3.4",
-    "fe80::1%eth0",
-    "fd00::1/64",
-    "/var/lib/cni",
-    "/var/lib/../cni",
-    "/var/lib/..cni",
-    "var/lib",
-    "/a\0b",
-    "/",
-]
-KNOWN_KEYS = sorted(
-    {
-        "cniVersion", "cniVersions", "name", "ipam", "logFile", "prevResult", "runtimeConfig",
-        "args", "type", "ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes",
-        "dataDir", "resolvConf", "dst", "gw", "plugins", "disableCheck", "disableGC",
-        "capabilities", "loadOnlyInlinedPlugins",
-    }
-)  # fmt: skip
-
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)
-    | st.sampled_from(INTERESTING_STRINGS)
-)
-json_keys = st.sampled_from(KNOWN_KEYS) | st.text(max_size=6)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(json_keys, children, max_size=5)
-    ),
-    max_leaves=25,
-)
 
 
 def _containers(node: Any, out: list[Any]) -> list[Any]:
