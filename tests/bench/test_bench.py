@@ -14,17 +14,12 @@ import pytest
 
 from bench.run import SUITES
 from tests.support.ci import unavailable
+from tests.support.leftovers import namespaces_of
 from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.reference, pytest.mark.slow]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def leftovers(pid: int) -> list[str]:
-    """Namespaces named after the benchmark's process (its own and pycni.lab.netns's)."""
-    names = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
-    return [n for n in names if n.startswith(f"pb{pid}") or f"-{pid}-" in n]
 
 
 def test_smoke_run_writes_the_document_and_plots(
@@ -56,7 +51,7 @@ def test_smoke_run_writes_the_document_and_plots(
     )
     out, _ = process.communicate(timeout=600)
     assert process.returncode == 0, out
-    assert leftovers(process.pid) == []
+    assert namespaces_of(process.pid) == []
 
     document = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Targets" in document and "## Machine and run" in document

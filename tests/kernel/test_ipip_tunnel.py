@@ -7,7 +7,7 @@ CrossSubnet routes directly."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,12 +57,8 @@ def peer_routes(member: ClusterNode) -> list[str]:
 
 
 @pytest.fixture
-def always(bundle: Path) -> Iterator[Cluster]:
-    c = Cluster.create(2, bundle, datapath="ipip", encapsulation="Always")
-    try:
-        yield c
-    finally:
-        c.destroy()
+def always(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    return cluster_factory(2, datapath="ipip", encapsulation="Always")
 
 
 def test_always_tunnels_between_nodes_of_one_subnet(always: Cluster) -> None:

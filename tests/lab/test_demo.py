@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.leftovers import namespaces_of
+
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
-
-
-def namespaces_of(pid: int) -> list[str]:
-    return [n for n in os.listdir("/run/netns") if f"-{pid}-" in n]
 
 
 @pytest.mark.parametrize("datapath", ["vxlan", "bridge"])

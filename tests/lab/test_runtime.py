@@ -36,6 +36,7 @@ from pycni.lab.runtime import (
     plugin_request,
     select_version,
 )
+from tests.support.leftovers import leases
 
 if TYPE_CHECKING:
     from tests.support.fake_plugins import FakePlugins
@@ -613,18 +614,6 @@ def host_local(data_dir: Path, subnet: str) -> dict[str, Any]:
     }
 
 
-def leases(data_dir: Path, network: str) -> dict[str, str]:
-    """host-local's store: one file per address, holding "<containerID>\\r\\n<ifname>"."""
-    directory = data_dir / network
-    if not directory.is_dir():
-        return {}
-    return {
-        path.name: path.read_bytes().decode()  # bytes: keep the \r
-        for path in directory.iterdir()
-        if path.name[0].isdigit() and path.name.count(".") == 3
-    }
-
-
 def reference_runtime(reference_dir: Path, tmp_path: Path, **options: Any) -> Runtime:
     return Runtime([str(reference_dir)], str(tmp_path / "cache"), **options)
 
@@ -644,7 +633,7 @@ def test_host_local_add_check_delete_delete_again(
     result = runtime.add(netconf, "c1", pod_ns.path, "eth0")
     assert result["cniVersion"] == "1.0.0"
     assert [ip["address"] for ip in result["ips"]] == ["10.123.0.2/24"]
-    assert leases(tmp_path / "ipam", name) == {"10.123.0.2": "c1\r\neth0"}
+    assert leases(tmp_path / "ipam", name) == {"10.123.0.2": b"c1\r\neth0"}
     assert (tmp_path / "cache" / "results" / f"{name}-c1-eth0").is_file()
     runtime.check(netconf, "c1", pod_ns.path, "eth0")
     runtime.delete(netconf, "c1", pod_ns.path, "eth0")
@@ -750,9 +739,9 @@ def test_gc_releases_the_addresses_of_stale_attachments(
     netconf = conflist(name, host_local(tmp_path / "ipam", "10.123.6.0/24"))
     runtime.add(netconf, "keep", pod_ns.path, "eth0")
     runtime.add(netconf, "stale", pod_ns.path, "eth0")
-    assert sorted(leases(tmp_path / "ipam", name).values()) == ["keep\r\neth0", "stale\r\neth0"]
+    assert sorted(leases(tmp_path / "ipam", name).values()) == [b"keep\r\neth0", b"stale\r\neth0"]
     runtime.gc(netconf, [("keep", "eth0")])
-    assert list(leases(tmp_path / "ipam", name).values()) == ["keep\r\neth0"]
+    assert list(leases(tmp_path / "ipam", name).values()) == [b"keep\r\neth0"]
     assert [a.container_id for a in runtime.cached_attachments(name)] == ["keep"]
     # 1.0.0: no GC verb (the Go plugins would refuse it anyway), only the synthesized DEL
     assert [i.command for i in runtime.invocations[2:]] == ["DEL"]

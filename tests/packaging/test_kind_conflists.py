@@ -27,6 +27,7 @@ from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.runtime import PluginError
 from pycni.lab.testbed import Pod
+from tests.support.leftovers import leftovers
 from tests.support.paths import KIND
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -76,25 +77,6 @@ def pods_removed(members: list[tuple[ClusterNode, dict[str, Any]]]) -> Iterator[
                 member.node.remove_pod(name, conf)
 
 
-def leftovers(member: ClusterNode) -> list[str]:
-    """What a DEL must have removed on the node: pod veths, leases, hostPort elements."""
-    links = member.node.ns.ip_json("link", "show", "type", "veth")
-    left = [f"veth {link['ifname']}" for link in links if link["ifname"] != "eth0"]  # uplink
-    networks = member.node.state_dir / "networks"
-    left += [
-        f"lease {p.name}"
-        for p in (networks.rglob("*") if networks.exists() else [])
-        if p.is_file() and p.name[0].isdigit()
-    ]
-    shown = member.node.ns.run(
-        ["nft", "-j", "list", "map", "inet", "pycni", "hostports"], check=False
-    )
-    if shown.returncode == 0:
-        for item in json.loads(shown.stdout)["nftables"]:
-            left += [f"hostport {e}" for e in item.get("map", {}).get("elem", [])]
-    return left
-
-
 @pytest.mark.parametrize("datapath", sorted(DATAPATHS))
 def test_shipped_conflist_on_an_emulated_kind_cluster(bundle: Path, datapath: str) -> None:
     cluster_datapath, count = DATAPATHS[datapath]
@@ -112,7 +94,7 @@ def test_shipped_conflist_on_an_emulated_kind_cluster(bundle: Path, datapath: st
                 with pytest.raises(PluginError) as caught:
                     home.node.add_pod("ingress", confs[home.name], capability_args=MAPPING)
                 assert caught.value.code == 50 and "modprobe ipip" in caught.value.msg
-                assert leftovers(home) == []
+                assert leftovers(home.node) == []
                 return
         else:
             runtime.status(confs[home.name])
@@ -126,12 +108,12 @@ def test_shipped_conflist_on_an_emulated_kind_cluster(bundle: Path, datapath: st
                 )
             probes = reach(cluster, home, ingress, client)
             # what DEL must take away is there to take (so `leftovers` can see it)
-            held = leftovers(home)
+            held = leftovers(home.node)
             assert any(x.startswith("hostport") for x in held), held
             assert any(x.startswith("lease") for x in held), held
         assert all(p.ok for p in probes), connectivity.report(probes)
         for member in members:
-            assert leftovers(member) == [], member.name
+            assert leftovers(member.node) == [], member.name
 
 
 def reach(

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +39,6 @@ pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
 IPERF_SECONDS = 4  # per measurement, after 1 s omitted (the burst and TCP's slow start)
 IPERF_ATTEMPTS = 3
-
-
-@pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
-    n = Node.create("bw", bundle)
-    try:
-        yield n
-    finally:
-        n.destroy()
 
 
 def plugin_call(

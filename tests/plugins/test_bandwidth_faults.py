@@ -6,10 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,34 +27,11 @@ from tests.support.hostile import (
     envs,
     invoke_hostile,
 )
+from tests.support.kill import kill_after, start_call
 from tests.support.validators import assert_same_verdict
 
 FULL = os.environ.get("PYCNI_STRESS") == "full"
 KILLS = 100 if FULL else 15
-
-
-@pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
-    n = Node.create("bwkill", bundle)
-    try:
-        yield n
-    finally:
-        n.destroy()
-
-
-def _spawn(node: Node, bundle: Path, verb: str, cid: str, pod: str, config: dict[str, Any]) -> Any:
-    env = {"CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_NETNS": pod, "CNI_IFNAME": "eth0"}
-    process = subprocess.Popen(
-        ["nsenter", f"--net={node.ns.path}", str(bundle / "pycni-bandwidth")],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdin is not None
-    process.stdin.write(json.dumps(config).encode())
-    process.stdin.close()
-    return process
 
 
 @pytest.mark.frozen
@@ -85,10 +58,10 @@ def test_adds_killed_anywhere_leave_nothing_after_the_runtimes_del(
     timed = [call("ADD").duration, call("DEL").duration]  # how long a whole ADD takes here
     interrupted = 0  # kills that left something for the DEL to remove
     for run in range(KILLS):
-        process = _spawn(node, bundle, "ADD", pod.container_id, pod.ns.path, config)
-        time.sleep(rng.uniform(0.3, 2.0) * timed[0])  # its kernel work comes last
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        process = start_call(bundle / "pycni-bandwidth", "ADD", config,
+                             container_id=pod.container_id, netns=pod.ns.path,
+                             in_netns=node.ns.path)  # fmt: skip
+        kill_after(process, rng.uniform(0.3, 2.0) * timed[0])  # its kernel work comes last
         interrupted += bool(ifbs(node)) or qdiscs(node, veth)["root"]["kind"] == "tbf"
         done = call("DEL")
         assert done.ok, (run, done.error())

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,8 @@ from pycni.lab import connectivity
 from pycni.lab import netns as netns_mod
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node
+from tests.support.calls import assert_deleted_again
+from tests.support.leftovers import leases, leftovers
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -36,28 +37,6 @@ def conflist(version: str = "1.1.0", *, dual: bool = False, **bridge: Any) -> di
     }
     plugin.update(bridge)
     return {"cniVersion": version, "name": "kubenet", "plugins": [plugin]}
-
-
-@pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
-    n = Node.create("node", bundle)
-    try:
-        yield n
-    finally:
-        n.destroy()
-
-
-def leases(node: Node, network: str = "kubenet") -> list[str]:
-    d = node.state_dir / "networks" / network
-    return (
-        sorted(p.name for p in d.iterdir() if p.name[0].isdigit() or ":" in p.name)
-        if d.exists()
-        else []
-    )
-
-
-def host_links(node: Node) -> list[str]:
-    return [name for name in node.ns.link_names() if name.startswith("veth")]
 
 
 def test_pods_reach_each_other_and_the_node_without_nat(node: Node) -> None:
@@ -193,23 +172,10 @@ def test_lifecycle_and_check_catching_drift(bundle: Path, node: Node, version: s
         assert err.value.code == 104 and veth in err.value.msg and "cbr0" in err.value.msg
 
     node.remove_pod("a", conf)
-    assert host_links(node) == []
-    assert leases(node) == []
+    assert leftovers(node) == []
     assert node.ns.run(["nft", "list", "ruleset"]).stdout.strip() == ""  # no firewall rules
     # DEL again, and containerd's second DEL with an empty netns: both succeed
-    plugin = {**conf["plugins"][0], "cniVersion": version, "name": conf["name"]}
-    for netns in (pod.ns.path, ""):
-        inv = invoke(
-            str(bundle / "pycni-bridge"),
-            "DEL",
-            container_id=pod.container_id,
-            netns=netns,
-            ifname="eth0",
-            config=plugin,
-            in_netns=node.ns.path,
-            cni_path=str(bundle),
-        )
-        assert (inv.exit_status, inv.stdout) == (0, b""), inv.stderr
+    assert_deleted_again(bundle / "pycni-bridge", conf, pod, in_netns=node.ns.path, cni_path=bundle)
 
 
 def test_del_with_the_pod_namespace_gone_removes_the_host_veth_and_lease(
@@ -219,7 +185,7 @@ def test_del_with_the_pod_namespace_gone_removes_the_host_veth_and_lease(
     pod = node.add_pod("a", conf)
     pod.ns.delete()  # the sandbox vanished before the runtime's DEL (the veth pair goes with it)
     node.remove_pod("a", conf)
-    assert host_links(node) == [] and leases(node) == []
+    assert leftovers(node) == []
 
 
 def test_a_failed_add_leaves_nothing_behind(node: Node) -> None:
@@ -230,7 +196,7 @@ def test_a_failed_add_leaves_nothing_behind(node: Node) -> None:
     with pytest.raises(PluginError) as err:
         node.add_pod("a", conf)
     assert err.value.code == 105 and "198.51.100.0/24" in err.value.msg
-    assert host_links(node) == [] and leases(node) == []
+    assert leftovers(node) == []
 
 
 def test_any_ipam_plugin_and_its_error_codes_pass_through(
@@ -312,7 +278,7 @@ def test_bad_config_names_the_field(
     assert err.value.code == code, err.value
     for word in words:
         assert word in f"{err.value.msg} {err.value.details}", err.value
-    assert host_links(node) == [] and leases(node) == []
+    assert leftovers(node, node_veths=("dummy9", "dummy9p")) == []
 
 
 def test_status_and_gc(bundle: Path, node: Node) -> None:
@@ -321,7 +287,7 @@ def test_status_and_gc(bundle: Path, node: Node) -> None:
     a, b = node.add_pod("a", conf), node.add_pod("b", conf)
     runtime.status(conf)
     runtime.gc(conf, [(b.container_id, "eth0")])  # a's cached attachment is DEL'd, then GC
-    assert leases(node) == ["10.60.0.3"]
+    assert list(leases(node.state_dir / "networks", "kubenet")) == ["10.60.0.3"]
     node.ns.ip("link", "del", "cbr0")
     node.ns.ip("link", "add", "cbr0", "type", "veth", "peer", "name", "cbr0p")
     with pytest.raises(PluginError) as err:
@@ -354,7 +320,7 @@ def test_chained_after_another_plugin_keeps_its_result(
         ("10.60.0.2/24", 3),
     ]
     node.remove_pod("a", conf)
-    assert host_links(node) == [] and leases(node) == []
+    assert leftovers(node) == []
 
 
 def test_a_failed_add_after_the_veth_was_made_leaves_nothing(node: Node) -> None:
@@ -374,5 +340,4 @@ def test_a_failed_add_after_the_veth_was_made_leaves_nothing(node: Node) -> None
         assert "eth0" not in pod.link_names()
     finally:
         pod.delete()
-    assert host_links(node) == []
-    assert leases(node) == []
+    assert leftovers(node) == []

@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,11 @@ RESULTS = Path("/var/lib/cni/results")  # cnitool 1.1.2's cache: not configurabl
 
 
 @pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
+def node(node: Node) -> Node:
+    """The shared node; cnitool must have been built."""
     if not CNITOOL.exists():
         unavailable(f"{CNITOOL} missing: run packaging/cnitool.sh (setup.sh does)")
-    n = Node.create("cnitool", bundle)
-    try:
-        yield n
-    finally:
-        n.destroy()
+    return node
 
 
 def cnitool(node: Node, bundle: Path, verb: str, network: str, pod: netns_mod.Netns) -> str:

@@ -3,13 +3,9 @@ calls killed at random moments followed by what a runtime does next."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,6 +14,9 @@ import pytest
 
 from pycni.lab import netns as netns_mod
 from pycni.lab.testbed import Node
+from tests.support.calls import plugin_config
+from tests.support.kill import kill_after, runtime_recovers, start_call
+from tests.support.leftovers import leftovers
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
@@ -41,26 +40,6 @@ def network(name: str, bridge: str, subnet: str) -> dict[str, Any]:
             }
         ],
     }
-
-
-@pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
-    n = Node.create("storm", bundle)
-    try:
-        yield n
-    finally:
-        n.destroy()
-
-
-def leftovers(node: Node, *networks: str) -> dict[str, list[str]]:
-    links = [n for n in node.ns.link_names() if n.startswith("veth")]
-    leases = [
-        p.name
-        for net in networks
-        for p in (node.state_dir / "networks" / net).glob("*")
-        if p.name[0].isdigit()
-    ]
-    return {"links": links, "leases": leases}
 
 
 def test_storm_of_parallel_pods_on_two_networks(node: Node) -> None:
@@ -93,34 +72,10 @@ def test_storm_of_parallel_pods_on_two_networks(node: Node) -> None:
                     range(PODS),
                 )
             )
-        assert leftovers(node, "storm-a", "storm-b") == {"links": [], "leases": []}
+        assert leftovers(node) == []
     finally:
         for pod in pods:
             pod.delete()
-
-
-def _spawn(
-    node: Node, bundle: Path, verb: str, cid: str, pod: str, conf: dict[str, Any]
-) -> subprocess.Popen[bytes]:
-    plugin = {**conf["plugins"][0], "cniVersion": conf["cniVersion"], "name": conf["name"]}
-    env = {
-        "CNI_COMMAND": verb,
-        "CNI_CONTAINERID": cid,
-        "CNI_NETNS": pod,
-        "CNI_IFNAME": "eth0",
-        "CNI_PATH": str(bundle),
-    }
-    process = subprocess.Popen(
-        ["nsenter", f"--net={node.ns.path}", str(bundle / "pycni-bridge")],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdin is not None
-    process.stdin.write(json.dumps(plugin).encode())
-    process.stdin.close()
-    return process
 
 
 @pytest.mark.parametrize("verb", ["ADD", "DEL"])
@@ -138,16 +93,14 @@ def test_calls_killed_anywhere_leave_nothing_after_the_runtime_cleans_up(
         try:
             if verb == "DEL":
                 runtime.add(conf, cid, pod.path, "eth0")
-            process = _spawn(node, bundle, verb, cid, pod.path, conf)
-            time.sleep(rng.uniform(0.0, 0.04))
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
-            runtime.delete(conf, cid, pod.path, "eth0")  # never fails, whatever was left
-            runtime.add(conf, f"{cid}b", pod.path, "eth1")  # and the node still works
-            runtime.delete(conf, f"{cid}b", pod.path, "eth1")
+            process = start_call(bundle / "pycni-bridge", verb, plugin_config(conf),
+                                 container_id=cid, netns=pod.path, cni_path=bundle,
+                                 in_netns=node.ns.path)  # fmt: skip
+            kill_after(process, rng.uniform(0.0, 0.04))
+            runtime_recovers(runtime, conf, cid, pod.path)
         finally:
             pod.delete()
-        assert leftovers(node, "kill") == {"links": [], "leases": []}, f"run {run}"
+        assert leftovers(node) == [], f"run {run}"
 
 
 def test_pod_namespace_removed_during_add(bundle: Path, node: Node) -> None:
@@ -159,10 +112,12 @@ def test_pod_namespace_removed_during_add(bundle: Path, node: Node) -> None:
     for run in range(KILLS // 2):
         pod = netns_mod.create("gone")
         try:
-            process = _spawn(node, bundle, "ADD", f"gone{run}", pod.path, conf)
+            process = start_call(bundle / "pycni-bridge", "ADD", plugin_config(conf),
+                                 container_id=f"gone{run}", netns=pod.path, cni_path=bundle,
+                                 in_netns=node.ns.path)  # fmt: skip
             time.sleep(rng.uniform(0.0, 0.03))
         finally:
             pod.delete()
         process.wait(timeout=30)
         runtime.delete(conf, f"gone{run}", pod.path, "eth0")
-        assert leftovers(node, "gone") == {"links": [], "leases": []}, f"run {run}"
+        assert leftovers(node) == [], f"run {run}"

@@ -7,7 +7,7 @@ and is shown working in the real-kernel lane (tests/kernel/test_ipip_tunnel.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,9 @@ import pytest
 from pycni.cni import versions
 from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
-from pycni.lab.runtime import PluginError, invoke
+from pycni.lab.runtime import PluginError
 from pycni.lab.testbed import Pod
+from tests.support.calls import assert_deleted_again
 from tests.support.capture import assert_not_encapsulated, capture
 from tests.support.paths import REPO
 
@@ -27,12 +28,8 @@ PROTO = "112"  # the peer routes' protocol
 
 
 @pytest.fixture
-def never(bundle: Path) -> Iterator[Cluster]:
-    c = Cluster.create(3, bundle, datapath="ipip", encapsulation="Never")
-    try:
-        yield c
-    finally:
-        c.destroy()
+def never(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    return cluster_factory(3, datapath="ipip", encapsulation="Never")
 
 
 def kernel_has_ipip() -> bool:
@@ -272,19 +269,10 @@ def test_every_verb_at_every_version(bundle: Path, never: Cluster, version: str)
     assert "10.244.0.2" not in ns.ip("route")
     assert not list((node1.node.state_dir / "networks" / "routed").glob("10.*"))
     assert len(peer_routes(node1)) == 2  # the peer routes are the node's, not the pod's
-    plugin = {**conf["plugins"][0], "cniVersion": version, "name": conf["name"]}
-    for netns in (pod.ns.path, ""):  # DEL again, and with the netns gone
-        inv = invoke(
-            str(bundle / "pycni-ipip"),
-            "DEL",
-            container_id=pod.container_id,
-            netns=netns,
-            ifname="eth0",
-            config=plugin,
-            in_netns=node1.node.ns.path,
-            cni_path=str(bundle),
-        )
-        assert (inv.exit_status, inv.stdout) == (0, b""), inv.stderr
+    # DEL again, and containerd's second DEL with an empty netns: both succeed
+    assert_deleted_again(
+        bundle / "pycni-ipip", conf, pod, in_netns=node1.node.ns.path, cni_path=bundle
+    )
 
 
 def expect_drift(runtime: Any, conf: dict[str, Any], pod: Pod, words: str) -> None:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -72,17 +71,14 @@ def mappings(host_port: int = HOST_PORT, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
-    n = Node.create("node", bundle)
-    try:  # the node's own addresses, on an uplink as a kind node's eth0
-        n.ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
-        n.ns.ip("addr", "add", f"{NODE4}/16", "dev", "eth0")
-        n.ns.ip("addr", "add", f"{NODE6}/64", "dev", "eth0", "nodad")
-        for link in ("eth0", "eth0-peer"):
-            n.ns.ip("link", "set", link, "up")
-        yield n
-    finally:
-        n.destroy()
+def node(node: Node) -> Node:
+    """The shared node, with its own addresses on an uplink as a kind node's eth0."""
+    node.ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+    node.ns.ip("addr", "add", f"{NODE4}/16", "dev", "eth0")
+    node.ns.ip("addr", "add", f"{NODE6}/64", "dev", "eth0", "nodad")
+    for link in ("eth0", "eth0-peer"):
+        node.ns.ip("link", "set", link, "up")
+    return node
 
 
 def ruleset(node: Node) -> str:

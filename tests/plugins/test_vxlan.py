@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ import pytest
 from pycni.cni import versions
 from pycni.lab import connectivity
 from pycni.lab.cluster import UNDERLAY_BRIDGE, Cluster, ClusterNode
-from pycni.lab.runtime import PluginError, invoke
+from pycni.lab.runtime import PluginError
+from tests.support.calls import assert_deleted_again
 from tests.support.paths import EXAMPLES
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -27,12 +28,8 @@ PORT = 4789
 
 
 @pytest.fixture
-def cluster(bundle: Path) -> Iterator[Cluster]:
-    c = Cluster.create(3, bundle)
-    try:
-        yield c
-    finally:
-        c.destroy()
+def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    return cluster_factory(3)
 
 
 def overlay_state(member: ClusterNode) -> dict[str, list[str]]:
@@ -348,19 +345,10 @@ def test_every_verb_at_every_version(bundle: Path, cluster: Cluster, version: st
     assert [n for n in node1.node.ns.link_names() if n.startswith("veth")] == []
     assert not list((node1.node.state_dir / "networks" / "overlay").glob("10.*"))
     assert "pycni.1" in node1.node.ns.link_names()  # the overlay is the node's, not the pod's
-    plugin = {**conf["plugins"][0], "cniVersion": version, "name": conf["name"]}
-    for netns in (pod.ns.path, ""):  # DEL again, and with the netns gone
-        inv = invoke(
-            str(bundle / "pycni-vxlan"),
-            "DEL",
-            container_id=pod.container_id,
-            netns=netns,
-            ifname="eth0",
-            config=plugin,
-            in_netns=node1.node.ns.path,
-            cni_path=str(bundle),
-        )
-        assert (inv.exit_status, inv.stdout) == (0, b""), inv.stderr
+    # DEL again, and containerd's second DEL with an empty netns: both succeed
+    assert_deleted_again(
+        bundle / "pycni-vxlan", conf, pod, in_netns=node1.node.ns.path, cni_path=bundle
+    )
 
 
 def test_status_needs_an_underlay_address_and_a_peer_source(cluster: Cluster) -> None:

@@ -4,13 +4,9 @@ bridge plugin gets (tests/plugins/test_bridge_faults.py), and the overlay must s
 from __future__ import annotations
 
 import copy
-import json
 import os
 import random
-import signal
-import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,6 +15,9 @@ import pytest
 
 from pycni.lab import netns as netns_mod
 from pycni.lab.cluster import Cluster, ClusterNode
+from tests.support.calls import plugin_config
+from tests.support.kill import kill_after, runtime_recovers, start_call
+from tests.support.leftovers import leftovers
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
@@ -28,12 +27,8 @@ KILLS = 200 if FULL else 30
 
 
 @pytest.fixture
-def cluster(bundle: Path) -> Iterator[Cluster]:
-    c = Cluster.create(2, bundle)
-    try:
-        yield c
-    finally:
-        c.destroy()
+def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    return cluster_factory(2)
 
 
 def second_network(cluster: Cluster, member: ClusterNode) -> dict[str, Any]:
@@ -66,16 +61,6 @@ def overlay(member: ClusterNode) -> str:
     )
 
 
-def leftovers(member: ClusterNode) -> dict[str, list[str]]:
-    links = [n for n in member.node.ns.link_names() if n.startswith("veth")]
-    leases = [
-        p.name
-        for p in (member.node.state_dir / "networks").rglob("*")
-        if p.is_file() and p.name[0].isdigit() and p.parent.name != "attachments"
-    ]
-    return {"links": links, "leases": leases}
-
-
 def test_storm_of_pods_on_two_overlays(cluster: Cluster) -> None:
     member = cluster.nodes["node1"]
     nets = [member.node.conf(cluster.conflist(member)), second_network(cluster, member)]
@@ -103,7 +88,7 @@ def test_storm_of_pods_on_two_overlays(cluster: Cluster) -> None:
                     range(PODS),
                 )
             )
-        assert leftovers(member) == {"links": [], "leases": []}
+        assert leftovers(member.node) == []
         assert overlay(member) == state  # pods come and go; the node's overlay stays
     finally:
         for pod in pods:
@@ -124,7 +109,6 @@ def test_killed_calls_leave_nothing_and_keep_the_overlay(
         runtime.delete(conf, "first", probe.path, "eth0")
     finally:
         probe.delete()
-    plugin = {**conf["plugins"][0], "cniVersion": conf["cniVersion"], "name": conf["name"]}
     rng = random.Random(77)
     for run in range(KILLS):
         pod = netns_mod.create("vkill")
@@ -132,30 +116,12 @@ def test_killed_calls_leave_nothing_and_keep_the_overlay(
         try:
             if verb == "DEL":
                 runtime.add(conf, cid, pod.path, "eth0")
-            env = {
-                "CNI_COMMAND": verb,
-                "CNI_CONTAINERID": cid,
-                "CNI_NETNS": pod.path,
-                "CNI_IFNAME": "eth0",
-                "CNI_PATH": str(bundle),
-            }
-            process = subprocess.Popen(
-                ["nsenter", f"--net={member.node.ns.path}", str(bundle / "pycni-vxlan")],
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            assert process.stdin is not None
-            process.stdin.write(json.dumps(plugin).encode())
-            process.stdin.close()
-            time.sleep(rng.uniform(0.0, 0.04))
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
-            runtime.delete(conf, cid, pod.path, "eth0")
-            runtime.add(conf, f"{cid}b", pod.path, "eth1")
-            runtime.delete(conf, f"{cid}b", pod.path, "eth1")
+            process = start_call(bundle / "pycni-vxlan", verb, plugin_config(conf),
+                                 container_id=cid, netns=pod.path, cni_path=bundle,
+                                 in_netns=member.node.ns.path)  # fmt: skip
+            kill_after(process, rng.uniform(0.0, 0.04))
+            runtime_recovers(runtime, conf, cid, pod.path)
         finally:
             pod.delete()
-        assert leftovers(member) == {"links": [], "leases": []}, f"run {run}"
+        assert leftovers(member.node) == [], f"run {run}"
         assert overlay(member) == state, f"run {run}"

@@ -1,0 +1,42 @@
+"""Plugin calls a runtime makes, written out where a test makes them itself (outside
+pycni.lab.runtime's bookkeeping): the config a runtime sends one plugin of a conflist, and the
+DEL a runtime repeats."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pycni.lab.runtime import invoke
+from pycni.lab.testbed import Pod
+
+
+def plugin_config(conflist: Mapping[str, Any], index: int = 0) -> dict[str, Any]:
+    """The config a runtime sends the conflist's plugin `index`: its entry with the list's
+    cniVersion and name."""
+    return {
+        **conflist["plugins"][index],
+        "cniVersion": conflist["cniVersion"],
+        "name": conflist["name"],
+    }
+
+
+def assert_deleted_again(
+    executable: Path, conflist: Mapping[str, Any], pod: Pod, *, in_netns: str, cni_path: Path
+) -> None:
+    """DEL of a pod that is gone already, as runtimes repeat it: with the pod's netns path, then
+    with an empty one (containerd's second DEL once the sandbox is gone); both succeed and
+    print nothing."""
+    for netns in (pod.ns.path, ""):
+        inv = invoke(
+            str(executable),
+            "DEL",
+            container_id=pod.container_id,
+            netns=netns,
+            ifname="eth0",
+            config=plugin_config(conflist),
+            in_netns=in_netns,
+            cni_path=str(cni_path),
+        )
+        assert (inv.exit_status, inv.stdout) == (0, b""), inv.stderr
