@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from pycni.agent import agent as agent_mod
 from pycni.agent import kube
 from tests.support.kube_replay import TOKEN, FakeApiServer, Pki
 from tests.support.paths import KIND
+from tests.support.wait import wait_for
 
 TEMPLATE = KIND / "00-pycni-vxlan.conflist"
 
@@ -50,15 +51,6 @@ def kubeconfig(pki: Pki, api: FakeApiServer, tmp_path: Path, *, inline: bool = T
     path = tmp_path / "kubelet.conf"
     path.write_text(pki.kubeconfig(f"https://127.0.0.1:{api.port()}", inline=inline))
     return path
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 # --- credentials and the client ------------------------------------------------------------

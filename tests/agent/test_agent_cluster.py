@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
 from pycni.netlink.namespace import socket_in_netns
+from tests.support import wait
 from tests.support.kube_replay import FakeApiServer, Pki
 from tests.support.paths import KIND
 
@@ -173,12 +173,8 @@ def overlay_routes(member: ClusterNode) -> list[str]:
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """support.wait's, with this file's longer default and slower poll (agents are processes)."""
+    wait.wait_for(what, check, timeout, interval=0.1)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pycni.conformance import checks, runner
 from pycni.conformance.checks import Verdict
 from pycni.conformance.runner import CheckResult, Report, run_suite
 from tests.support.ci import unavailable
-from tests.support.paths import REPO
+from tests.support.paths import EXAMPLES
 
 REFERENCE_ONLY_TO_1_0 = {"gc.unlisted", "gc.empty-list", "status.ready"}
 CORE = [
@@ -243,9 +243,7 @@ def test_a_broken_plugin_is_caught_by_the_right_check(
 
 def pycni_conf(tmp_path: Path, ipam_type: str = "pycni-host-local") -> dict[str, Any]:
     """conf/examples/10-pycni-bridge.conflist with its lease store in tmp_path."""
-    conf: dict[str, Any] = json.loads(
-        (REPO / "conf" / "examples" / "10-pycni-bridge.conflist").read_text()
-    )
+    conf: dict[str, Any] = json.loads((EXAMPLES / "10-pycni-bridge.conflist").read_text())
     conf["plugins"][0]["ipam"].update(type=ipam_type, dataDir=str(tmp_path / "ipam"))
     return conf
 
@@ -287,9 +285,7 @@ def test_pycni_ipip_in_never_mode_passes_every_check(
 ) -> None:
     """conf/examples/10-pycni-ipip-never.conflist with no peers (a one-node cluster): the
     routed model -- /32 pods, proxy-ARP gateway, host routes -- on the harness's node."""
-    conf: dict[str, Any] = json.loads(
-        (REPO / "conf" / "examples" / "10-pycni-ipip-never.conflist").read_text()
-    )
+    conf: dict[str, Any] = json.loads((EXAMPLES / "10-pycni-ipip-never.conflist").read_text())
     plugin = conf["plugins"][0]
     plugin.pop("peersFile")
     plugin["peers"] = []

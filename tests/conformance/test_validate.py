@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from pycni.conformance import validate
-from tests.support.paths import REPO
+from tests.support.paths import EXAMPLES, REPO
 
-EXAMPLES = sorted((REPO / "conf" / "examples").iterdir())
+EXAMPLE_FILES = sorted(EXAMPLES.iterdir())
 PYCNI = Path(sys.executable).parent / "pycni"
 
 BRIDGE_WITH_HOST_LOCAL: dict[str, Any] = {
@@ -48,10 +48,10 @@ def write(tmp_path: Path, name: str, doc: object) -> str:
 
 
 def test_the_examples_are_valid() -> None:
-    done = pycni("validate", *map(str, EXAMPLES))
+    done = pycni("validate", *map(str, EXAMPLE_FILES))
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    for path in EXAMPLES:
+    for path in EXAMPLE_FILES:
         assert f"{path}: OK" in lines
     assert any("(portmap): not checked (not a pycni plugin)" in line for line in lines)
 
@@ -192,7 +192,7 @@ def test_schemas_are_found_in_a_regular_install(tmp_path: Path) -> None:
         " from pycni.cli import main; sys.exit(main(['validate', *sys.argv[2:]]))"
     )
     done = subprocess.run(
-        [sys.executable, "-S", "-c", program, str(target), *map(str, EXAMPLES)],
+        [sys.executable, "-S", "-c", program, str(target), *map(str, EXAMPLE_FILES)],
         cwd=tmp_path,  # not the checkout: `-c` puts the working directory on sys.path
         env=env,
         capture_output=True,
@@ -200,4 +200,4 @@ def test_schemas_are_found_in_a_regular_install(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count(": OK") == len(EXAMPLES)
+    assert done.stdout.count(": OK") == len(EXAMPLE_FILES)

@@ -14,9 +14,8 @@ import pytest
 import yaml
 
 from tests.support.ci import unavailable
-from tests.support.paths import REPO
+from tests.support.paths import KIND, REPO
 
-KIND = REPO / "conf" / "kind"
 CONFLISTS = sorted(KIND.glob("*.conflist"))
 CLUSTER_CONFIGS = sorted(KIND.glob("kind-*.yaml"))
 MANIFEST = REPO / "packaging" / "kind" / "pycni.yaml"

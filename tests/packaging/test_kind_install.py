@@ -21,10 +21,10 @@ import pytest
 
 from tests.support.ci import unavailable
 from tests.support.kube_replay import kind_node
-from tests.support.paths import REPO
+from tests.support.paths import AGENT_DIR, REPO
 
 SCRIPT = REPO / "packaging" / "kind-install.sh"
-AGENT = REPO / "dist" / "pycni-agent" / "pycni-agent"
+AGENT = AGENT_DIR / "pycni-agent"
 
 pytestmark = [pytest.mark.frozen]
 

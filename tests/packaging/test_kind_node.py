@@ -20,11 +20,10 @@ import pytest
 
 from pycni.lab import netns as netns_mod
 from tests.support.ci import unavailable
-from tests.support.paths import REPO
+from tests.support.paths import AGENT_DIR, KIND, REPO
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
-AGENT_DIR = REPO / "dist" / "pycni-agent"
 CONTAINERD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Runs inside `ip netns exec NODE unshare -m --propagation private`: /tmp becomes a noexec
@@ -97,7 +96,7 @@ def test_bundle_runs_on_a_kind_like_node(bundle: Path, state: Path) -> None:
     assert sorted(p.name for p in bin_dir.iterdir()) == sorted(p.name for p in bundle.iterdir())
     agent_dir = shutil.copytree(AGENT_DIR, state / "usr" / "local" / "lib" / "pycni-agent")
 
-    template = json.loads((REPO / "conf" / "kind" / "00-pycni-bridge.conflist").read_text())
+    template = json.loads((KIND / "00-pycni-bridge.conflist").read_text())
     plugin = template["plugins"][0]
     plugin["ipam"]["dataDir"] = str(state / "networks")
     conf = {"cniVersion": template["cniVersion"], "name": template["name"], **plugin}

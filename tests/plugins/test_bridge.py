@@ -16,7 +16,7 @@ from pycni.lab import connectivity
 from pycni.lab import netns as netns_mod
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node
-from tests.support.calls import assert_deleted_again
+from tests.support.calls import assert_deleted_again, assert_refused
 from tests.support.leftovers import leases, leftovers
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -273,11 +273,7 @@ def test_bad_config_names_the_field(
     conf = conflist()
     conf["plugins"][0].update(change)
     conf = node.conf(conf)
-    with pytest.raises(PluginError) as err:
-        node.add_pod("a", conf)
-    assert err.value.code == code, err.value
-    for word in words:
-        assert word in f"{err.value.msg} {err.value.details}", err.value
+    assert_refused(lambda: node.add_pod("a", conf), code, words)
     assert leftovers(node, node_veths=("dummy9", "dummy9p")) == []
 
 

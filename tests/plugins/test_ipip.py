@@ -18,8 +18,9 @@ from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.runtime import PluginError
 from pycni.lab.testbed import Pod
-from tests.support.calls import assert_deleted_again
+from tests.support.calls import assert_deleted_again, assert_refused
 from tests.support.capture import assert_not_encapsulated, capture
+from tests.support.cluster import cross_node_matrix, one_pod_per_node
 from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -44,21 +45,6 @@ def kernel_has_ipip() -> bool:
         return done.returncode == 0
     finally:
         ns.delete()
-
-
-def one_pod_per_node(cluster: Cluster) -> list[tuple[ClusterNode, Pod]]:
-    return [(m, m.node.add_pod("a", cluster.conflist(m))) for m in cluster.nodes.values()]
-
-
-def cross_node_matrix(pods: list[tuple[ClusterNode, Pod]]) -> list[connectivity.Probe]:
-    servers = [connectivity.serve(pod.ns) for _, pod in pods]
-    try:
-        sources = [(f"{m.name}/a", pod.ns, pod.addresses(4)[0]) for m, pod in pods]
-        targets = [(f"{m.name}/a", pod.addresses(4)[0]) for m, pod in pods]
-        return connectivity.matrix(sources, targets)
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def lines(text: str) -> list[str]:
@@ -443,11 +429,7 @@ def test_bad_config_is_code_7_naming_the_field(
     if "peers" in change:
         conf["plugins"][0].pop("peersFile")
         conf = node1.node.conf(conf)
-    with pytest.raises(PluginError) as err:
-        node1.node.add_pod("a", conf)
-    assert err.value.code == 7, err.value
-    for word in words:
-        assert word in f"{err.value.msg} {err.value.details}", err.value
+    assert_refused(lambda: node1.node.add_pod("a", conf), 7, words)
     assert [n for n in node1.node.ns.link_names() if n.startswith("veth")] == []
     assert not list((node1.node.state_dir / "networks").rglob("10.*"))
 

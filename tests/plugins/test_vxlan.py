@@ -19,7 +19,8 @@ from pycni.cni import versions
 from pycni.lab import connectivity
 from pycni.lab.cluster import UNDERLAY_BRIDGE, Cluster, ClusterNode
 from pycni.lab.runtime import PluginError
-from tests.support.calls import assert_deleted_again
+from tests.support.calls import assert_deleted_again, assert_refused
+from tests.support.cluster import cross_node_matrix, one_pod_per_node
 from tests.support.paths import EXAMPLES
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -88,21 +89,6 @@ class Capture:
             check=True,
         )
         return done.stdout.splitlines()
-
-
-def one_pod_per_node(cluster: Cluster) -> list[tuple[ClusterNode, Any]]:
-    return [(m, m.node.add_pod("a", cluster.conflist(m))) for m in cluster.nodes.values()]
-
-
-def cross_node_matrix(pods: list[tuple[ClusterNode, Any]]) -> list[connectivity.Probe]:
-    servers = [connectivity.serve(pod.ns) for _, pod in pods]
-    try:
-        sources = [(f"{m.name}/a", pod.ns, pod.addresses(4)[0]) for m, pod in pods]
-        targets = [(f"{m.name}/a", pod.addresses(4)[0]) for m, pod in pods]
-        return connectivity.matrix(sources, targets)
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def test_pods_on_three_nodes_talk_through_the_overlay_encapsulated(
@@ -424,11 +410,7 @@ def test_bad_config_is_code_7_naming_the_field(
     if peers_file is not None:
         node1.peers_file.write_text(peers_file)
     cluster.vxlan.update(change)
-    with pytest.raises(PluginError) as err:
-        node1.node.add_pod("a", cluster.conflist(node1))
-    assert err.value.code == 7, err.value
-    for word in words:
-        assert word in f"{err.value.msg} {err.value.details}", err.value
+    assert_refused(lambda: node1.node.add_pod("a", cluster.conflist(node1)), 7, words)
     assert [n for n in node1.node.ns.link_names() if n.startswith("veth")] == []
 
 

@@ -1,14 +1,16 @@
 """Plugin calls a runtime makes, written out where a test makes them itself (outside
-pycni.lab.runtime's bookkeeping): the config a runtime sends one plugin of a conflist, and the
-DEL a runtime repeats."""
+pycni.lab.runtime's bookkeeping): the config a runtime sends one plugin of a conflist, the DEL
+a runtime repeats; and a call refused with the error a user must see."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pycni.lab.runtime import invoke
+import pytest
+
+from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Pod
 
 
@@ -40,3 +42,14 @@ def assert_deleted_again(
             cni_path=str(cni_path),
         )
         assert (inv.exit_status, inv.stdout) == (0, b""), inv.stderr
+
+
+def assert_refused(call: Callable[[], object], code: int, words: list[str]) -> PluginError:
+    """`call` (an ADD through pycni.lab.runtime, say) fails with error `code`, and its message
+    or details hold each of `words` (the field, the value, what to do)."""
+    with pytest.raises(PluginError) as err:
+        call()
+    assert err.value.code == code, err.value
+    for word in words:
+        assert word in f"{err.value.msg} {err.value.details}", err.value
+    return err.value

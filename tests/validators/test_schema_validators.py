@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from pycni.cni.errors import Code
 from pycni.conformance import validate
 from pycni.validators import bridge, host_local, ipip, netconf, vxlan
-from tests.support.paths import REPO, load_module
+from tests.support.paths import EXAMPLES, REPO, load_module
 from tests.support.validators import (
     INTERESTING_STRINGS,
     Validate,
@@ -37,7 +37,7 @@ from tests.support.validators import (
 )
 
 GENERATOR = REPO / "packaging" / "gen_validator.py"
-EXAMPLES = sorted((REPO / "conf" / "examples").iterdir())
+EXAMPLE_FILES = sorted(EXAMPLES.iterdir())
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -68,11 +68,11 @@ CONF = (netconf.check_conf, validate.envelope_validator("conf"))
 
 
 def test_there_are_examples_for_every_form() -> None:
-    names = {p.name for p in EXAMPLES}
+    names = {p.name for p in EXAMPLE_FILES}
     assert {"host-local-ipam.json", "host-local-legacy.json", "host-local-ipv6.json"} <= names
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
 def test_example_is_valid_under_both(path: Path) -> None:
     doc = _read(path)
     envelope = CONFLIST if path.suffix == ".conflist" else CONF
@@ -86,7 +86,7 @@ def test_example_is_valid_under_both(path: Path) -> None:
 
 # --- a corpus of invalid documents ---------------------------------------------------------
 
-BASE: dict[str, Any] = _read(REPO / "conf" / "examples" / "host-local-ipam.json")
+BASE: dict[str, Any] = _read(EXAMPLES / "host-local-ipam.json")
 DEEP: Any = "bottom"
 for _ in range(300):
     DEEP = [DEEP]
@@ -294,7 +294,7 @@ def _containers(node: Any, out: list[Any]) -> list[Any]:
     return out
 
 
-EXAMPLE_DOCS = [check.doc for path in EXAMPLES for check in _checks(path)]
+EXAMPLE_DOCS = [check.doc for path in EXAMPLE_FILES for check in _checks(path)]
 
 
 @st.composite
