@@ -78,21 +78,16 @@ def test_bundle_runs_on_a_kind_like_node(bundle: Path, state: Path) -> None:
     if not (AGENT_DIR / "pycni-agent").exists():
         unavailable(f"{AGENT_DIR} missing: run packaging/build.sh")
     bin_dir = state / "opt" / "cni" / "bin"
-    installed = subprocess.run(
-        ["sh", str(REPO / "packaging" / "kind" / "install-bundle.sh"), str(bundle), str(bin_dir)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert installed.returncode == 0, installed.stderr
-    # a second install over the first, as a DaemonSet upgrade or a re-run does
-    again = subprocess.run(
-        ["sh", str(REPO / "packaging" / "kind" / "install-bundle.sh"), str(bundle), str(bin_dir)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert again.returncode == 0, again.stderr
+    install = [
+        "sh",
+        str(REPO / "packaging" / "kind" / "install-bundle.sh"),
+        str(bundle),
+        str(bin_dir),
+    ]
+    # twice: the second over the first, as a DaemonSet upgrade or a re-run does
+    for attempt in ("install", "install again"):
+        done = subprocess.run(install, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"{attempt}: {done.stderr}"
     assert sorted(p.name for p in bin_dir.iterdir()) == sorted(p.name for p in bundle.iterdir())
     agent_dir = shutil.copytree(AGENT_DIR, state / "usr" / "local" / "lib" / "pycni-agent")
 

@@ -17,6 +17,7 @@ from pycni.lab import netns as netns_mod
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node
 from tests.support.calls import assert_deleted_again, assert_refused
+from tests.support.conflists import kubenet
 from tests.support.leftovers import leases, leftovers
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -26,17 +27,8 @@ SUBNET6, GW6 = "fd60::/64", "fd60::1"
 
 
 def conflist(version: str = "1.1.0", *, dual: bool = False, **bridge: Any) -> dict[str, Any]:
-    ranges = [[{"subnet": SUBNET4}]] + ([[{"subnet": SUBNET6}]] if dual else [])
-    plugin: dict[str, Any] = {
-        "type": "pycni-bridge",
-        "bridge": "cbr0",
-        "isGateway": True,
-        "isDefaultGateway": True,
-        "hairpinMode": True,
-        "ipam": {"type": "pycni-host-local", "ranges": ranges},
-    }
-    plugin.update(bridge)
-    return {"cniVersion": version, "name": "kubenet", "plugins": [plugin]}
+    subnets = [SUBNET4, SUBNET6] if dual else [SUBNET4]
+    return kubenet(version, subnets, **({"hairpinMode": True} | bridge))
 
 
 def test_pods_reach_each_other_and_the_node_without_nat(node: Node) -> None:

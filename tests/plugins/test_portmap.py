@@ -25,6 +25,7 @@ from pycni.lab import connectivity
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node, Pod
 from pycni.plugins import portmap
+from tests.support.conflists import kubenet
 from tests.support.paths import EXAMPLES
 from tests.support.validators import INTERESTING_STRINGS, assert_same_verdict, json_values
 
@@ -41,24 +42,8 @@ TCP_8080 = {"portMappings": [{"hostPort": 8080, "containerPort": 18080, "protoco
 
 
 def conflist(version: str = "1.1.0", **portmap_keys: Any) -> dict[str, Any]:
-    return {
-        "cniVersion": version,
-        "name": "kubenet",
-        "plugins": [
-            {
-                "type": "pycni-bridge",
-                "bridge": "cbr0",
-                "isGateway": True,
-                "isDefaultGateway": True,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "pycni-host-local",
-                    "ranges": [[{"subnet": "10.61.0.0/24"}], [{"subnet": "fd61::/64"}]],
-                },
-            },
-            {"type": "pycni-portmap", "capabilities": {"portMappings": True}, **portmap_keys},
-        ],
-    }
+    chained = {"type": "pycni-portmap", "capabilities": {"portMappings": True}, **portmap_keys}
+    return kubenet(version, ["10.61.0.0/24", "fd61::/64"], chained, hairpinMode=True)
 
 
 def mappings(host_port: int = HOST_PORT, **extra: Any) -> dict[str, Any]:

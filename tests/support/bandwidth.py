@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from pycni.lab.testbed import Node, Pod
+from tests.support.conflists import kubenet
 
 SUBNET, GW = "10.62.0.0/24", "10.62.0.1"
 SUBNET6, GW6 = "fd62::/64", "fd62::1"
@@ -23,21 +24,9 @@ LIMITS = {
 
 
 def conflist(version: str = "1.1.0", *, dual: bool = False, **bandwidth: Any) -> dict[str, Any]:
-    ranges = [[{"subnet": SUBNET}]] + ([[{"subnet": SUBNET6}]] if dual else [])
-    return {
-        "cniVersion": version,
-        "name": "kubenet",
-        "plugins": [
-            {
-                "type": "pycni-bridge",
-                "bridge": "cbr0",
-                "isGateway": True,
-                "isDefaultGateway": True,
-                "ipam": {"type": "pycni-host-local", "ranges": ranges},
-            },
-            {"type": "pycni-bandwidth", "capabilities": {"bandwidth": True}, **bandwidth},
-        ],
-    }
+    """pycni-bridge, then pycni-bandwidth with the `bandwidth` capability and `bandwidth`."""
+    chained = {"type": "pycni-bandwidth", "capabilities": {"bandwidth": True}, **bandwidth}
+    return kubenet(version, [SUBNET, SUBNET6] if dual else [SUBNET], chained)
 
 
 def qdiscs(node: Node, dev: str) -> dict[str, dict[str, Any]]:
