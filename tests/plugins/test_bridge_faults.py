@@ -15,7 +15,7 @@ import pytest
 from pycni.lab import netns as netns_mod
 from pycni.lab.testbed import Node
 from tests.support.calls import plugin_config
-from tests.support.kill import kill_after, runtime_recovers, start_call
+from tests.support.kill import killed_calls, start_call
 from tests.support.leftovers import leftovers
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
@@ -85,21 +85,9 @@ def test_calls_killed_anywhere_leave_nothing_after_the_runtime_cleans_up(
     """SIGKILL the plugin at a random moment of an ADD (or of a DEL after an ADD), KILLS times,
     then do what a runtime does next: DEL, and a new ADD that must succeed."""
     conf = node.conf(network("kill", "cbrk", "10.83.0.0/28"))  # 13 addresses: a leak shows
-    runtime = node.runtime()
-    rng = random.Random(1234)
-    for run in range(KILLS):
-        pod = netns_mod.create("kill")
-        cid = f"kill{run}"
-        try:
-            if verb == "DEL":
-                runtime.add(conf, cid, pod.path, "eth0")
-            process = start_call(bundle / "pycni-bridge", verb, plugin_config(conf),
-                                 container_id=cid, netns=pod.path, cni_path=bundle,
-                                 in_netns=node.ns.path)  # fmt: skip
-            kill_after(process, rng.uniform(0.0, 0.04))
-            runtime_recovers(runtime, conf, cid, pod.path)
-        finally:
-            pod.delete()
+    runs = killed_calls(node, bundle / "pycni-bridge", verb, conf, runs=KILLS,
+                        rng=random.Random(1234), name="kill", cni_path=bundle)  # fmt: skip
+    for run in runs:
         assert leftovers(node) == [], f"run {run}"
 
 

@@ -15,8 +15,7 @@ import pytest
 
 from pycni.lab import netns as netns_mod
 from pycni.lab.cluster import Cluster, ClusterNode
-from tests.support.calls import plugin_config
-from tests.support.kill import kill_after, runtime_recovers, start_call
+from tests.support.kill import killed_calls
 from tests.support.leftovers import leftovers, pod_routes
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
@@ -73,23 +72,11 @@ def test_killed_calls_leave_nothing_and_keep_the_peer_routes(
 ) -> None:
     member = cluster.nodes["node1"]
     conf = member.node.conf(cluster.conflist(member))
-    runtime = member.node.runtime()
     cluster.reconcile(member)
     routes = peer_routes(member)
-    rng = random.Random(112)
-    for run in range(KILLS):
-        pod = netns_mod.create("ikill")
-        cid = f"ikill{run}"
-        try:
-            if verb == "DEL":
-                runtime.add(conf, cid, pod.path, "eth0")
-            process = start_call(bundle / "pycni-ipip", verb, plugin_config(conf),
-                                 container_id=cid, netns=pod.path, cni_path=bundle,
-                                 in_netns=member.node.ns.path)  # fmt: skip
-            kill_after(process, rng.uniform(0.0, 0.04))
-            runtime_recovers(runtime, conf, cid, pod.path)
-        finally:
-            pod.delete()
+    runs = killed_calls(member.node, bundle / "pycni-ipip", verb, conf, runs=KILLS,
+                        rng=random.Random(112), name="ikill", cni_path=bundle)  # fmt: skip
+    for run in runs:
         assert leftovers(member.node, pod_cidr=member.pod_cidr) == [], f"run {run}"
         assert peer_routes(member) == routes, f"run {run}"
 

@@ -15,8 +15,7 @@ import pytest
 
 from pycni.lab import netns as netns_mod
 from pycni.lab.cluster import Cluster, ClusterNode
-from tests.support.calls import plugin_config
-from tests.support.kill import kill_after, runtime_recovers, start_call
+from tests.support.kill import killed_calls
 from tests.support.leftovers import leftovers
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
@@ -109,19 +108,8 @@ def test_killed_calls_leave_nothing_and_keep_the_overlay(
         runtime.delete(conf, "first", probe.path, "eth0")
     finally:
         probe.delete()
-    rng = random.Random(77)
-    for run in range(KILLS):
-        pod = netns_mod.create("vkill")
-        cid = f"vkill{run}"
-        try:
-            if verb == "DEL":
-                runtime.add(conf, cid, pod.path, "eth0")
-            process = start_call(bundle / "pycni-vxlan", verb, plugin_config(conf),
-                                 container_id=cid, netns=pod.path, cni_path=bundle,
-                                 in_netns=member.node.ns.path)  # fmt: skip
-            kill_after(process, rng.uniform(0.0, 0.04))
-            runtime_recovers(runtime, conf, cid, pod.path)
-        finally:
-            pod.delete()
+    runs = killed_calls(member.node, bundle / "pycni-vxlan", verb, conf, runs=KILLS,
+                        rng=random.Random(77), name="vkill", cni_path=bundle)  # fmt: skip
+    for run in runs:
         assert leftovers(member.node) == [], f"run {run}"
         assert overlay(member) == state, f"run {run}"

@@ -1,5 +1,11 @@
 """Plugin calls killed mid-way, as a node's OOM killer, a kubelet restart or a reboot kill them.
 
+    for run in killed_calls(node, bundle / "pycni-bridge", "ADD", conf, runs=30,
+                            rng=random.Random(1234), name="kill", cni_path=bundle):
+        assert leftovers(node) == [], f"run {run}"
+
+or, a step at a time:
+
     process = start_call(bundle / "pycni-bridge", "ADD", plugin_config(conf), container_id=cid,
                          netns=pod.path, cni_path=bundle, in_netns=node.ns.path)
     kill_after(process, rng.uniform(0.0, 0.04))
@@ -12,14 +18,18 @@ config on stdin, inside the node's namespace), but nobody waits for its answer.
 from __future__ import annotations
 
 import json
+import random
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pycni.lab import netns as netns_mod
 from pycni.lab.runtime import Runtime
+from pycni.lab.testbed import Node
+from tests.support.calls import plugin_config
 
 
 def start_call(
@@ -72,3 +82,41 @@ def runtime_recovers(
     runtime.delete(conflist, container_id, pod, "eth0")
     runtime.add(conflist, f"{container_id}b", pod, "eth1")
     runtime.delete(conflist, f"{container_id}b", pod, "eth1")
+
+
+def killed_calls(
+    node: Node,
+    executable: Path,
+    verb: str,
+    conflist: dict[str, Any],
+    *,
+    runs: int,
+    rng: random.Random,
+    name: str,
+    cni_path: Path,
+) -> Iterator[int]:
+    """`runs` times, in a fresh pod namespace: `executable` (the conflist's first plugin) called
+    for `verb` (a DEL comes after a completed ADD) and SIGKILLed after 0 to 40 ms, then what
+    a runtime does next (runtime_recovers). Yields each run's number once its pod is gone, for
+    the caller to check the node; pods and containers are named after `name`."""
+    runtime, config = node.runtime(), plugin_config(conflist)
+    for run in range(runs):
+        pod = netns_mod.create(name)
+        cid = f"{name}{run}"
+        try:
+            if verb == "DEL":
+                runtime.add(conflist, cid, pod.path, "eth0")
+            process = start_call(
+                executable,
+                verb,
+                config,
+                container_id=cid,
+                netns=pod.path,
+                cni_path=cni_path,
+                in_netns=node.ns.path,
+            )
+            kill_after(process, rng.uniform(0.0, 0.04))
+            runtime_recovers(runtime, conflist, cid, pod.path)
+        finally:
+            pod.delete()
+        yield run
