@@ -1,7 +1,8 @@
-"""The node agent and its Kubernetes source against the replaying API server (tests/kube_replay):
-credentials, list, watch (ADDED/MODIFIED/DELETED/BOOKMARK), 410 both ways, an outage; the
-files the agent writes; its signal handling. The datapath is stubbed here (a recording
-reconcile); tests/agent/test_agent_cluster.py drives a real overlay."""
+"""The node agent and its Kubernetes source against the replaying API server
+(tests/support/kube_replay.py): credentials, list, watch (ADDED/MODIFIED/DELETED/BOOKMARK),
+410 both ways, an outage; the files the agent writes; its signal handling. The datapath is
+stubbed here (a recording reconcile); tests/agent/test_agent_cluster.py drives a real
+overlay."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Acceptance: `pycni agent` on every node of an emulated cluster (pycni.lab.cluster), driven by the
-replaying API server (tests/kube_replay), keeps the VXLAN overlay correct — real packets
-between pods — through a node joining, a node leaving, a watch that expires (410) and an API
+"""Acceptance: `pycni agent` on every node of an emulated cluster (pycni.lab.cluster), driven by
+the replaying API server (tests/support/kube_replay.py), keeps the VXLAN overlay correct — real
+packets between pods — through a node joining, a node leaving, a watch that expires (410) and an API
 outage.
 
 Laid out as on kind: the API server listens on the underlay (172.18.0.1, the docker network's
@@ -284,7 +284,7 @@ def _run_story(h: Harness) -> None:
     # An agent whose request gets no answer waits out its request timeout (pycni.agent.kube: 30 s)
     # before the next try; allow for that and a backoff. Seen once in CI (2026-11-22): two
     # agents silent for 30 s after the restore, cause not found; the stand-in server now does
-    # TLS handshakes per connection, one suspect (tests/kube_replay.py).
+    # TLS handshakes per connection, one suspect (tests/support/kube_replay.py).
     wait_for("node3 forgotten after the outage", h.converged(), timeout=AGENT_REQUEST_TIMEOUT + 15)
     assert all(gone_cidr not in overlay_routes(r.member) for r in h.agents.values())
     h.assert_pods_talk()

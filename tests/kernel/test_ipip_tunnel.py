@@ -1,7 +1,7 @@
 """pycni-ipip's tunnel in a kernel that has IPIP (the kernel lane's guest; the host kernel has
 no `ipip` module): Always between two nodes of one subnet, CrossSubnet across the underlay's
 router. Few and small: the guest's CPU is slow. Encapsulation is proved on the wire with the
-lane's capture (tests/kernel/capture.py): IP protocol 4 packets carrying the pods' addresses,
+lane's capture (tests/support/capture.py): IP protocol 4 packets carrying the pods' addresses,
 and not one packet with a bare pod address, where the tunnel is used; the opposite where
 CrossSubnet routes directly."""
 

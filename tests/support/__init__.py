@@ -3,13 +3,16 @@
 Test modules import from here and never from one another; tests/conftest.py registers the
 fixtures (`pytest_plugins`). One module per concern:
 
-    paths         the checkout's paths (REPO, BUNDLE, ...) and modules loaded by path
+    paths         the checkout's paths (REPO, BUNDLE, KIND, ...) and modules loaded by path
     ci            IN_CI and unavailable(): a test that cannot run skips loudly, or fails in CI
-    fixtures      bundle, reference, netns/pod_ns (one namespace system), node, cluster_factory,
-                  fake_plugins
+    fixtures      bundle, reference, netns/pod_ns (the one namespace system), node,
+                  cluster_factory, fake_plugins
     fake_plugins  the fake CNI plugin (one script, many names) for pycni.lab.runtime's tests
+    conflists     the kubenet-shaped network most plugin tests run (pycni-bridge first)
+    calls         a plugin's config as a runtime sends it, DEL repeated, a call refused
     kill          plugin calls started as a runtime starts them and SIGKILLed mid-way
-    leftovers     host-local's leases, what a node or a process leaves behind
+    leftovers     host-local's leases; what a node or a process leaves behind
+    cluster       pods and probes across an emulated cluster's nodes
     flock         another process holding flock(2) on a file
     netlink       independent views of the kernel (ip -j, pyroute2) and a scripted netlink socket
     capture       packets captured on a link (tcpdump), for proofs of encapsulation
@@ -17,6 +20,5 @@ fixtures (`pytest_plugins`). One module per concern:
     hostile       hostile stdin and CNI_* for any plugin, and the outcome the spec allows
     validators    the generated and the jsonschema validators held to the same verdict
     bandwidth     pycni-bandwidth's conflist and the kernel's tc state, as its tests read them
-    cluster       pods and probes across an emulated cluster's nodes
     wait          waiting, bounded, for a condition
 """
