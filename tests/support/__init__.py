@@ -22,3 +22,11 @@ fixtures (`pytest_plugins`). One module per concern:
     bandwidth     pycni-bandwidth's conflist and the kernel's tc state, as its tests read them
     wait          waiting, bounded, for a condition
 """
+
+from __future__ import annotations
+
+# What tests/support.py offered before it became this package, for tests written against it.
+from tests.support.flock import flock_held
+from tests.support.paths import REPO, plugin_table
+
+__all__ = ["REPO", "flock_held", "plugin_table"]
