@@ -4,7 +4,6 @@ the runtime's DEL, hostile input, and its config validator held to its JSON sche
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,9 @@ from tests.support.hostile import (
     invoke_hostile,
 )
 from tests.support.kill import kill_after, start_call
+from tests.support.storm import FULL
 from tests.support.validators import assert_same_verdict
 
-FULL = os.environ.get("PYCNI_STRESS") == "full"
 KILLS = 100 if FULL else 15
 
 

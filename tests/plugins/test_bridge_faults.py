@@ -3,10 +3,8 @@ calls killed at random moments followed by what a runtime does next."""
 
 from __future__ import annotations
 
-import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +15,10 @@ from pycni.lab.testbed import Node
 from tests.support.calls import plugin_config
 from tests.support.kill import killed_calls, start_call
 from tests.support.leftovers import leftovers
+from tests.support.storm import FULL, pod_storm
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
-# CI runs these sized down; PYCNI_STRESS=full runs the full size (256 pods, 200 kills).
-FULL = os.environ.get("PYCNI_STRESS") == "full"
 PODS = 256 if FULL else 64
 KILLS = 200 if FULL else 30
 
@@ -49,33 +46,13 @@ def test_storm_of_parallel_pods_on_two_networks(node: Node) -> None:
         node.conf(network("storm-a", "cbra", "10.81.0.0/23")),
         node.conf(network("storm-b", "cbrb", "10.82.0.0/23")),
     ]
-    pods = [netns_mod.create("storm") for _ in range(PODS)]
-    runtime = node.runtime()
-    try:
-
-        def churn(n: int) -> str:
-            net, pod = nets[n % 2], pods[n].path
-            runtime.add(net, f"storm{n}", pod, "eth0")
-            runtime.delete(net, f"storm{n}", pod, "eth0")
-            result = runtime.add(net, f"storm{n}", pod, "eth0")
-            return str(result["ips"][0]["address"])
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            addresses = list(pool.map(churn, range(PODS)))
+    with pod_storm(node, nets, PODS, name="storm", workers=16) as storm:
+        addresses = storm.churn()
         for parity in (0, 1):
             mine = addresses[parity::2]
             assert len(set(mine)) == PODS // 2, mine
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            list(
-                pool.map(
-                    lambda n: runtime.delete(nets[n % 2], f"storm{n}", pods[n].path, "eth0"),
-                    range(PODS),
-                )
-            )
+        storm.delete_all()
         assert leftovers(node) == []
-    finally:
-        for pod in pods:
-            pod.delete()
 
 
 @pytest.mark.parametrize("verb", ["ADD", "DEL"])

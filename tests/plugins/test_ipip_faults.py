@@ -4,7 +4,6 @@ and the node's peer routes must survive them."""
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
@@ -17,10 +16,10 @@ from pycni.lab import netns as netns_mod
 from pycni.lab.cluster import Cluster, ClusterNode
 from tests.support.kill import killed_calls
 from tests.support.leftovers import leftovers, pod_routes
+from tests.support.storm import FULL, pod_storm
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
-FULL = os.environ.get("PYCNI_STRESS") == "full"
 PODS = 128 if FULL else 32
 KILLS = 100 if FULL else 15
 
@@ -37,33 +36,16 @@ def peer_routes(member: ClusterNode) -> str:
 def test_storm_of_pods_added_deleted_and_added_again(cluster: Cluster) -> None:
     member = cluster.nodes["node1"]
     conf = member.node.conf(cluster.conflist(member))
-    runtime = member.node.runtime()
-    pods = [netns_mod.create("istorm") for _ in range(PODS)]
-    try:
-
-        def churn(n: int) -> str:
-            runtime.add(conf, f"is{n}", pods[n].path, "eth0")
-            runtime.delete(conf, f"is{n}", pods[n].path, "eth0")
-            return str(runtime.add(conf, f"is{n}", pods[n].path, "eth0")["ips"][0]["address"])
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            addresses = list(pool.map(churn, range(PODS)))
+    with pod_storm(member.node, [conf], PODS, name="istorm", workers=8) as storm:
+        addresses = storm.churn()
         assert len(set(addresses)) == PODS
         routes = peer_routes(member)
         assert routes.splitlines() == ["10.244.1.0/24 via 172.18.0.3 dev eth0 "]
         host_routes = pod_routes(member.node.ns, member.pod_cidr)
         assert sorted(r.split()[0] + "/32" for r in host_routes) == sorted(addresses)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(
-                pool.map(
-                    lambda n: runtime.delete(conf, f"is{n}", pods[n].path, "eth0"), range(PODS)
-                )
-            )
+        storm.delete_all()
         assert leftovers(member.node, pod_cidr=member.pod_cidr) == []
         assert peer_routes(member) == routes  # pods come and go; the node's routes stay
-    finally:
-        for pod in pods:
-            pod.delete()
 
 
 @pytest.mark.parametrize("verb", ["ADD", "DEL"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pycni.lab.testbed import Node, Pod
 from pycni.plugins import portmap
 from tests.support.conflists import kubenet
 from tests.support.paths import EXAMPLES
+from tests.support.storm import FULL
 from tests.support.validators import INTERESTING_STRINGS, assert_same_verdict, json_values
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -35,7 +35,7 @@ NODE4, NODE6 = "172.31.0.2", "fc00:31::2"
 GW4, GW6 = "10.61.0.1", "fd61::1"
 HOST_PORT = 8080
 # PYCNI_STRESS=full: 192 pods (the most that churn at once in the /24 with room to spare)
-STRESS_PODS = 192 if os.environ.get("PYCNI_STRESS") == "full" else 64
+STRESS_PODS = 192 if FULL else 64
 ICMP = [{"hostPort": 8, "containerPort": 1, "protocol": "icmp"}]
 UDP_8080 = {"portMappings": [{"hostPort": 8080, "containerPort": 18080, "protocol": "udp"}]}
 TCP_8080 = {"portMappings": [{"hostPort": 8080, "containerPort": 18080, "protocol": "tcp"}]}

@@ -4,10 +4,8 @@ bridge plugin gets (tests/plugins/test_bridge_faults.py), and the overlay must s
 from __future__ import annotations
 
 import copy
-import os
 import random
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +15,10 @@ from pycni.lab import netns as netns_mod
 from pycni.lab.cluster import Cluster, ClusterNode
 from tests.support.kill import killed_calls
 from tests.support.leftovers import leftovers
+from tests.support.storm import FULL, pod_storm
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
-FULL = os.environ.get("PYCNI_STRESS") == "full"
 PODS = 256 if FULL else 64
 KILLS = 200 if FULL else 30
 
@@ -63,35 +61,16 @@ def overlay(member: ClusterNode) -> str:
 def test_storm_of_pods_on_two_overlays(cluster: Cluster) -> None:
     member = cluster.nodes["node1"]
     nets = [member.node.conf(cluster.conflist(member)), second_network(cluster, member)]
-    runtime = member.node.runtime()
     before = overlay(member) if member.node.ns.link_names().count("pycni.1") else None
-    pods = [netns_mod.create("vstorm") for _ in range(PODS)]
-    try:
-
-        def churn(n: int) -> str:
-            net, pod = nets[n % 2], pods[n].path
-            runtime.add(net, f"vs{n}", pod, "eth0")
-            runtime.delete(net, f"vs{n}", pod, "eth0")
-            return str(runtime.add(net, f"vs{n}", pod, "eth0")["ips"][0]["address"])
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            addresses = list(pool.map(churn, range(PODS)))
+    with pod_storm(member.node, nets, PODS, name="vstorm", workers=16) as storm:
+        addresses = storm.churn()
         for parity in (0, 1):
             assert len(set(addresses[parity::2])) == PODS // 2
         state = overlay(member)
         assert before is None or state == before
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            list(
-                pool.map(
-                    lambda n: runtime.delete(nets[n % 2], f"vs{n}", pods[n].path, "eth0"),
-                    range(PODS),
-                )
-            )
+        storm.delete_all()
         assert leftovers(member.node) == []
         assert overlay(member) == state  # pods come and go; the node's overlay stays
-    finally:
-        for pod in pods:
-            pod.delete()
 
 
 @pytest.mark.parametrize("verb", ["ADD", "DEL"])

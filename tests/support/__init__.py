@@ -11,6 +11,7 @@ fixtures (`pytest_plugins`). One module per concern:
     conflists     the kubenet-shaped network most plugin tests run (pycni-bridge first)
     calls         a plugin's config as a runtime sends it, DEL repeated, a call refused
     kill          plugin calls started as a runtime starts them and SIGKILLed mid-way
+    storm         many pods churning on one node at once; FULL (PYCNI_STRESS=full) sizes
     leftovers     host-local's leases; what a node or a process leaves behind
     cluster       pods and probes across an emulated cluster's nodes
     flock         another process holding flock(2) on a file
