@@ -14,9 +14,10 @@ import pytest
 from pycni.cni import versions
 from pycni.lab import connectivity
 from pycni.lab import netns as netns_mod
+from pycni.lab.netns import Netns
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node
-from tests.support.calls import assert_deleted_again, assert_refused
+from tests.support.calls import assert_deleted_again, assert_refused, taken_default_route
 from tests.support.conflists import kubenet
 from tests.support.leftovers import leases, leftovers
 
@@ -311,21 +312,14 @@ def test_chained_after_another_plugin_keeps_its_result(
     assert leftovers(node) == []
 
 
-def test_a_failed_add_after_the_veth_was_made_leaves_nothing(node: Node) -> None:
+def test_a_failed_add_after_the_veth_was_made_leaves_nothing(node: Node, pod_ns: Netns) -> None:
     """The pod's namespace already has a default route, so the pod's own cannot be added after
     the lease and the veth pair were made: the rollback removes both (it once ran after the
     netlink socket had closed, and left the veth)."""
     conf = node.conf(conflist())
-    pod = netns_mod.create("pod")
-    try:
-        pod.ip("link", "add", "other", "type", "veth", "peer", "name", "other1")
-        pod.ip("addr", "add", "192.0.2.9/24", "dev", "other")
-        pod.ip("link", "set", "other", "up")
-        pod.ip("route", "add", "default", "via", "192.0.2.1")
-        with pytest.raises(PluginError) as err:
-            node.runtime().add(conf, "late", pod.path, "eth0")
-        assert err.value.code == 105 and "0.0.0.0/0" in err.value.msg
-        assert "eth0" not in pod.link_names()
-    finally:
-        pod.delete()
-    assert leftovers(node) == []
+    taken_default_route(pod_ns)
+    with pytest.raises(PluginError) as err:
+        node.runtime().add(conf, "late", pod_ns.path, "eth0")
+    assert err.value.code == 105 and "0.0.0.0/0" in err.value.msg
+    assert "eth0" not in pod_ns.link_names()
+    assert leftovers(node) == []  # the pod is still there: a veth left would show

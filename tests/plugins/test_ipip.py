@@ -16,9 +16,10 @@ import pytest
 from pycni.cni import versions
 from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
+from pycni.lab.netns import Netns
 from pycni.lab.runtime import PluginError
 from pycni.lab.testbed import Pod
-from tests.support.calls import assert_deleted_again, assert_refused
+from tests.support.calls import assert_deleted_again, assert_refused, taken_default_route
 from tests.support.capture import assert_not_encapsulated, capture
 from tests.support.cluster import cross_node_matrix, one_pod_per_node
 from tests.support.paths import REPO
@@ -362,26 +363,18 @@ def test_a_failed_add_after_ipam_gives_the_address_back(never: Cluster) -> None:
     assert pod.addresses(4) == ["10.244.0.2"]  # the one address: it was given back
 
 
-def test_a_failed_add_after_the_veth_was_made_leaves_nothing(never: Cluster) -> None:
+def test_a_failed_add_after_the_veth_was_made_leaves_nothing(never: Cluster, pod_ns: Netns) -> None:
     """The pod's namespace already has a default route: the pod's own cannot be added, after
     the lease and the veth pair were made. The rollback removes both (with the netlink socket
     still open: it once ran after the socket had closed, and left the veth)."""
     node1 = never.nodes["node1"]
     conf = never.conflist(node1)
-    from pycni.lab import netns as netns_mod
-
-    pod_ns = netns_mod.create("pod")
-    try:
-        pod_ns.ip("link", "add", "other", "type", "veth", "peer", "name", "other1")
-        pod_ns.ip("addr", "add", "192.0.2.9/24", "dev", "other")
-        pod_ns.ip("link", "set", "other", "up")
-        pod_ns.ip("route", "add", "default", "via", "192.0.2.1")
-        with pytest.raises(PluginError) as err:
-            node1.node.runtime().add(conf, "late", pod_ns.path, "eth0")
-        assert err.value.code == 105 and "0.0.0.0/0" in err.value.msg
-        assert "eth0" not in pod_ns.link_names()
-    finally:
-        pod_ns.delete()
+    taken_default_route(pod_ns)
+    with pytest.raises(PluginError) as err:
+        node1.node.runtime().add(conf, "late", pod_ns.path, "eth0")
+    assert err.value.code == 105 and "0.0.0.0/0" in err.value.msg
+    assert "eth0" not in pod_ns.link_names()
+    # the pod is still there: a veth left would show
     assert [n for n in node1.node.ns.link_names() if n.startswith("veth")] == []
     assert "10.244.0.2" not in node1.node.ns.ip("route")
     assert not list((node1.node.state_dir / "networks" / "routed").glob("10.*"))

@@ -1,6 +1,7 @@
 """Plugin calls a runtime makes, written out where a test makes them itself (outside
 pycni.lab.runtime's bookkeeping): the config a runtime sends one plugin of a conflist, the DEL
-a runtime repeats; and a call refused with the error a user must see."""
+a runtime repeats; a call refused with the error a user must see, and a pod namespace that
+makes an ADD fail half-way."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pycni.lab.netns import Netns
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Pod
 
@@ -53,3 +55,13 @@ def assert_refused(call: Callable[[], object], code: int, words: list[str]) -> P
     for word in words:
         assert word in f"{err.value.msg} {err.value.details}", err.value
     return err.value
+
+
+def taken_default_route(pod: Netns) -> None:
+    """The pod namespace gets a link of its own ("other", 192.0.2.9/24) and a default route
+    through it: an ADD fails half-way, at the pod's default route, after its veth and lease
+    were made (so its rollback is what the test sees)."""
+    pod.ip("link", "add", "other", "type", "veth", "peer", "name", "other1")
+    pod.ip("addr", "add", "192.0.2.9/24", "dev", "other")
+    pod.ip("link", "set", "other", "up")
+    pod.ip("route", "add", "default", "via", "192.0.2.1")
