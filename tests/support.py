@@ -59,3 +59,15 @@ def kernel_has_ipip() -> bool:
         return done.returncode == 0
     finally:
         ns.delete()
+
+
+def is_address(name: str) -> bool:
+    """Whether a file name is an IP address: a lease in host-local's store (beside it lie the
+    lock, last_reserved_ip.N and per-container index files)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

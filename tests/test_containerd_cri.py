@@ -32,6 +32,7 @@ import pytest
 from pycni import netns as netns_mod
 from tests import cri
 from tests.conftest import REPO, unavailable
+from tests.support import is_address
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
@@ -86,7 +87,7 @@ def cni_dirs(bundle: Path, state: Path) -> tuple[Path, Path]:
 def leases(state: Path) -> list[str]:
     networks = state / "networks"
     found = networks.rglob("*") if networks.exists() else []
-    return sorted(p.name for p in found if p.is_file() and p.name[0].isdigit())
+    return sorted(p.name for p in found if p.is_file() and is_address(p.name))
 
 
 def pod_veths(node: netns_mod.Netns) -> list[str]:

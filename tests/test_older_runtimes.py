@@ -40,7 +40,7 @@ from pycni import netns as netns_mod
 from pycni.cluster import Cluster, ClusterNode
 from tests.conftest import REPO, unavailable
 from tests.kube_replay import kind_node
-from tests.support import kernel_has_ipip
+from tests.support import is_address, kernel_has_ipip
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -197,7 +197,7 @@ def leftovers(member: ClusterNode) -> list[str]:
     left += [
         f"lease {p.name}"
         for p in (networks.rglob("*") if networks.exists() else [])
-        if p.is_file() and p.name[0].isdigit()
+        if p.is_file() and is_address(p.name)
     ]
     return left
 
