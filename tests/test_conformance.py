@@ -281,6 +281,44 @@ def test_pycni_plugins_pass_every_check(root: None, bundle: Path, tmp_path: Path
 
 @pytest.mark.netns
 @pytest.mark.frozen
+def test_a_config_at_1_1_0_fails_for_older_runtimes(
+    root: None, bundle: Path, tmp_path: Path
+) -> None:
+    """What the shipped conflists said before: cniVersion 1.1.0, lower versions only listed."""
+    old = {**pycni_conf(tmp_path), "cniVersion": "1.1.0"}
+    report = run_suite([str(bundle)], old, only=["config.older-runtimes", "add.result-shape"])
+    assert verdicts(report) == {
+        "config.older-runtimes": Verdict.FAIL,
+        "add.result-shape": Verdict.PASS,  # the default runtime reads cniVersions (1.1.0)
+    }
+    detail = report.verdict("config.older-runtimes").detail
+    assert 'unsupported CNI result version "1.1.0"' in detail, detail
+    assert "containerd 1.6/1.7" in detail and "set cniVersion 1.0.0 and list 1.1.0" in detail
+    assert_no_leftover_namespaces()
+
+
+@pytest.mark.netns
+@pytest.mark.frozen
+def test_the_suite_as_a_runtime_at_1_0_0(root: None, bundle: Path, tmp_path: Path) -> None:
+    """--runtime-cni-version 1.0.0: cniVersions ignored, results above 1.0.0 refused."""
+    shipped = pycni_conf(tmp_path)  # 1.0.0, with 1.1.0 in cniVersions
+    report = run_suite([str(bundle)], shipped, runtime_cni_version="1.0.0")
+    print(runner.render_table(report))
+    assert report.cni_version == "1.0.0"
+    assert "as a runtime at 1.0.0 (ignores cniVersions)" in runner.render_table(report)
+    not_passed = {r.id for r in report.results if r.verdict != Verdict.PASS}
+    assert not_passed == REFERENCE_ONLY_TO_1_0  # GC and STATUS: not at 1.0.0
+    assert "cniVersion 1.0.0" in report.verdict("add.result-shape").detail
+
+    old = {**shipped, "cniVersion": "1.1.0"}
+    report = run_suite([str(bundle)], old, only=["add.result-shape"], runtime_cni_version="1.0.0")
+    assert verdicts(report) == {"add.result-shape": Verdict.FAIL}
+    assert 'unsupported CNI result version "1.1.0"' in report.verdict("add.result-shape").detail
+    assert_no_leftover_namespaces()
+
+
+@pytest.mark.netns
+@pytest.mark.frozen
 def test_pycni_ipip_in_never_mode_passes_every_check(
     root: None, bundle: Path, tmp_path: Path
 ) -> None:
@@ -357,6 +395,8 @@ def test_the_command_refuses_what_it_cannot_run(
     argv = ["conformance", "--plugin-dir", str(tmp_path), "--conf", str(conf_file)]
     assert cli.main([*argv, "--check", "no.such"]) == 2
     assert "no such check: no.such" in capsys.readouterr().err
+    assert cli.main([*argv, "--runtime-cni-version", "1.0"]) == 2
+    assert "--runtime-cni-version: '1.0' is not a version" in capsys.readouterr().err
     assert cli.main(["conformance", "--list"]) == 0
     listed = capsys.readouterr().out
     assert all(check.id in listed for check in checks.CHECKS)

@@ -45,6 +45,7 @@ from pycni.runtime import (
     Network,
     PluginError,
     ProblemKind,
+    ResultVersionError,
     Runtime,
     invoke,
     load_network,
@@ -123,11 +124,19 @@ class Suite:
     timeout: float = 30.0
     extra_env: dict[str, str] = field(default_factory=dict)
     capability_args: JSONObject = field(default_factory=dict)
+    # the runtime the suite acts as: its libcni's newest version, and whether it reads
+    # cniVersions (libcni 1.2+, the first to know 1.1.0, does)
+    max_version: str = versions.CURRENT
+    reads_cni_versions: bool = True
     _versions: dict[str, Invocation] = field(default_factory=dict)
+
+    def load(self, netconf: Mapping[str, Any]) -> Network:
+        """`netconf` as this suite's runtime reads it (which version it selects)."""
+        return load_network(netconf, self.max_version, self.reads_cni_versions)
 
     @property
     def network(self) -> Network:
-        return load_network(self.netconf)
+        return self.load(self.netconf)
 
     @property
     def cni_version(self) -> str:
@@ -234,6 +243,8 @@ class Scope:
         self.runtime = Runtime(
             suite.all_dirs,
             str(self.dir / "cache"),
+            max_version=suite.max_version,
+            reads_cni_versions=suite.reads_cni_versions,
             timeout=suite.timeout,
             in_netns=suite.node.path,
             extra_env=suite.extra_env,
@@ -273,7 +284,7 @@ class Scope:
 
     def add(self, pod: Pod) -> JSONObject:
         pod.result = self.runtime.add(
-            pod.netconf, pod.container_id, pod.path, self.ifname, **self._args(pod)
+            pod.netconf, pod.container_id, pod.path, self.ifname, **self.attachment_args(pod)
         )
         return pod.result
 
@@ -283,13 +294,17 @@ class Scope:
         return pod
 
     def check(self, pod: Pod) -> None:
-        self.runtime.check(pod.netconf, pod.container_id, pod.path, self.ifname, **self._args(pod))
+        self.runtime.check(
+            pod.netconf, pod.container_id, pod.path, self.ifname, **self.attachment_args(pod)
+        )
 
     def delete(self, pod: Pod, netns: str | None = None) -> None:
         path = pod.path if netns is None else netns
-        self.runtime.delete(pod.netconf, pod.container_id, path, self.ifname, **self._args(pod))
+        self.runtime.delete(
+            pod.netconf, pod.container_id, path, self.ifname, **self.attachment_args(pod)
+        )
 
-    def _args(self, pod: Pod) -> dict[str, Any]:
+    def attachment_args(self, pod: Pod) -> dict[str, Any]:
         """CNI_ARGS and capability args: the same for ADD, CHECK and DEL of one attachment."""
         return {"cni_args": pod.cni_args, "capability_args": self.suite.capability_args}
 
@@ -327,14 +342,14 @@ class Scope:
 
     def head_request(self, **overrides: Any) -> JSONObject:
         """The ADD request of the chain's first plugin (as the runtime would send it)."""
-        network = load_network(self.netconf)
+        network = self.suite.load(self.netconf)
         return {**plugin_request(network, network.plugins[0]), **overrides}
 
     def gc(self, netconf: JSONObject, valid: Sequence[Pod]) -> list[Invocation]:
         """GC every plugin of the chain with `valid` as the valid attachments -- the plugin's
         own GC only. (Runtime.gc, like libcni, first DELs every cached attachment not listed,
         which would hide a plugin whose GC does nothing.)"""
-        network = load_network(netconf)
+        network = self.suite.load(netconf)
         listed = [{"containerID": p.container_id, "ifname": self.ifname} for p in valid]
         invocations = []
         for plugin in network.plugins:
@@ -952,6 +967,52 @@ def check_removed_address(scope: Scope) -> str:
     except PluginError as err:
         return f"{target} removed: CHECK failed with code {err.code}"
     raise CheckFailed(f"CHECK passed after {target} was removed from {scope.ifname}")
+
+
+@_check(
+    "config.older-runtimes",
+    "libcni < 1.2 (containerd 1.6/1.7, CRI-O < 1.31)",
+    "the config works for a runtime at 1.0.0 that ignores cniVersions",
+)
+def config_older_runtimes(scope: Scope) -> str:
+    """ADD, CHECK, DEL as libcni 1.1 makes them: it sends the config's cniVersion, never reads
+    cniVersions, and fails an ADD whose result is newer than 1.0.0."""
+    legacy = versions.LEGACY_LIBCNI_MAX
+    runtime = Runtime(
+        scope.suite.all_dirs,
+        str(scope.dir / "legacy-cache"),
+        max_version=legacy,
+        reads_cni_versions=False,
+        timeout=scope.suite.timeout,
+        in_netns=scope.node.path,
+        extra_env=scope.suite.extra_env,
+    )
+    network = runtime.load(scope.netconf)
+    pod = scope.pod()
+    args = scope.attachment_args(pod)  # containerd's CNI_ARGS, the run's capability args
+    try:
+        runtime.add(pod.netconf, pod.container_id, pod.path, scope.ifname, **args)
+    except (ResultVersionError, PluginError) as err:
+        fix = (
+            f"; set cniVersion {legacy} and list {network.cni_version} in cniVersions"
+            if not versions.at_least(legacy, network.cni_version)
+            else ""
+        )
+        raise CheckFailed(
+            f"a runtime on libcni < 1.2 ({versions.LEGACY_RUNTIMES}) sends cniVersion"
+            f" {network.cni_version} (it ignores cniVersions): {err}{fix}"
+        ) from None
+    verbs = ["ADD"]
+    if versions.at_least(network.cni_version, versions.VERB_SINCE["CHECK"]) and not (
+        network.disable_check
+    ):
+        runtime.check(pod.netconf, pod.container_id, pod.path, scope.ifname, **args)
+        verbs.append("CHECK")
+    runtime.delete(pod.netconf, pod.container_id, pod.path, scope.ifname, **args)
+    verbs.append("DEL")
+    if scope.ifname in pod.ns.link_names():
+        raise CheckFailed(f"{scope.ifname} is still in the pod after DEL")
+    return f"cniVersion {network.cni_version} at a 1.0.0 runtime: {', '.join(verbs)} ok"
 
 
 # --- checks: DEL ------------------------------------------------------------------------------
