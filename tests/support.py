@@ -45,3 +45,17 @@ def flock_held(path: Path) -> Iterator[int]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def kernel_has_ipip() -> bool:
+    """Whether this kernel creates IPIP devices (in a throwaway namespace)."""
+    from pycni import netns as netns_mod
+
+    ns = netns_mod.create("ipipprobe")
+    try:
+        done = ns.run(
+            ["ip", "link", "add", "t0", "type", "ipip", "local", "192.0.2.1"], check=False
+        )
+        return done.returncode == 0
+    finally:
+        ns.delete()
