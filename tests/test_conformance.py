@@ -929,6 +929,7 @@ def test_what_the_kernel_changes_on_its_own_is_left_out() -> None:
     }
     snapshot = nodestate.build(raw, {"ipam/net/lock": ""})
     assert snapshot.dying == {"veth1"}  # its peer's namespace (nsid 4) is gone
+    assert nodestate.build({"links": raw["links"]}).dying == set()  # no nsids: none known
     assert keys(snapshot, "address") == ["10.88.0.1/24 dev cni0"]
     assert keys(snapshot, "route") == [
         "10.246.3.0/24 dev lo onlink",

@@ -229,7 +229,8 @@ def build(raw: Mapping[str, str], files: Mapping[str, str] | None = None) -> Sna
     sysctls, assign_types = _sysctls(raw.get("sysctls", ""))
     links = _json(raw.get("links"))
     macs = {str(link.get("ifname")): str(link.get("address", "")) for link in links}
-    snapshot.dying = _dying_links(links, _json(raw.get("nsids")))
+    if "nsids" in raw:  # without it no link can be told to be dying
+        snapshot.dying = _dying_links(links, _json(raw["nsids"]))
     parts: list[Iterable[tuple[Item, str]]] = [
         _link_items(links, assign_types),
         _address_items(_json(raw.get("addresses"))),
