@@ -35,7 +35,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -666,7 +666,9 @@ class Runtime:
     """A libcni `CNIConfig`: plugin directories, a cache directory and a version ceiling.
 
     Every exec is appended to `invocations`, so a harness can inspect each one (its problems
-    included) even when the runtime, like libcni, judged it a success. `in_netns` runs every
+    included) even when the runtime, like libcni, judged it a success; `on_invocation`, when
+    set, is called with each one as soon as it ends (before the next plugin of the chain runs),
+    so a harness can look at the node between the plugins of one chain. `in_netns` runs every
     plugin inside that network namespace (a stand-in for a node); `loopback=True` attaches the
     `loopback` plugin before each `add` and detaches it after each `delete`, as containerd does,
     when a `loopback` executable is present.
@@ -694,6 +696,7 @@ class Runtime:
         self.extra_env = dict(extra_env or {})
         self.loopback = loopback
         self.invocations: list[Invocation] = []
+        self.on_invocation: Callable[[Invocation], None] | None = None
 
     @property
     def cni_path(self) -> str:
@@ -957,6 +960,8 @@ class Runtime:
             extra_env=self.extra_env,
         )
         self.invocations.append(invocation)
+        if self.on_invocation is not None:
+            self.on_invocation(invocation)
         return invocation
 
     def _check_result_version(self, plugin: Mapping[str, Any], result: JSONObject) -> None:

@@ -598,6 +598,22 @@ def test_the_runtime_keeps_every_invocation_and_its_problems(
     assert runtime.invocations[1].problem_kinds() == {ProblemKind.OUTPUT_ON_SILENT_VERB}
 
 
+def test_on_invocation_sees_each_exec_before_the_next_plugin_runs(
+    fake_plugins: FakeFactory, tmp_path: Path
+) -> None:
+    """The conformance harness looks at the node between the plugins of one chain."""
+    fakes = fake_plugins("a", "b")
+    runtime = fake_runtime(fakes, tmp_path)
+    netconf = conflist("n", fakes.conf("a"), fakes.conf("b", behave={"ADD": "error"}))
+    seen: list[tuple[str, str, int]] = []
+    runtime.on_invocation = lambda i: seen.append((i.plugin, i.command, len(fakes.calls())))
+    with pytest.raises(PluginError):
+        runtime.add(netconf, "c1", NETNS, "eth0")
+    runtime.delete(netconf, "c1", NETNS, "eth0")
+    # a failed exec is reported too; each report comes before the next plugin was called
+    assert seen == [("a", "ADD", 1), ("b", "ADD", 2), ("b", "DEL", 3), ("a", "DEL", 4)]
+
+
 def test_loopback_comes_first_on_add_and_last_on_delete(
     fake_plugins: FakeFactory, tmp_path: Path
 ) -> None:

@@ -3,7 +3,8 @@
 `run_suite` creates a node namespace (every plugin runs inside it, never in the host's; like a
 real node it has an address and a default route, `uplink0` in NODE_UPLINK), a work
 directory (results caches, IPAM state, the harness's own failing plugin), runs each selected
-check in a `Scope` of its own and removes all of it at the end, also on Ctrl-C.
+check in a `Scope` of its own and removes all of it at the end, also on Ctrl-C. A check may
+ask for a node of its own (`new_node` makes it).
 """
 
 from __future__ import annotations
@@ -110,10 +111,8 @@ def run_suite(
     report = empty_report(plugin_dirs, netconf, runtime_cni_version)
     started = time.monotonic()
     work_dir = Path(tempfile.mkdtemp(prefix="pycni-conformance-"))
-    node = netns_mod.create(NODE_NETNS_PREFIX)
+    node = new_node()
     try:
-        node.ip("link", "set", "lo", "up")
-        _add_uplink(node)
         _install_fail_plugin(work_dir / "bin")
         suite = Suite(
             list(plugin_dirs),
@@ -126,6 +125,7 @@ def run_suite(
             dict(capability_args or {}),
             max_version=runtime_cni_version,
             reads_cni_versions=reads_cni_versions(runtime_cni_version),
+            new_node=new_node,
         )
         for check in checks:
             result = _run_one(suite, check)
@@ -178,6 +178,19 @@ def _run_one(suite: Suite, check: Check) -> CheckResult:
     return CheckResult(
         check.id, check.section, check.title, verdict, detail, time.monotonic() - started
     )
+
+
+def new_node() -> netns_mod.Netns:
+    """A node namespace: loopback up, and an uplink with the node's address and default route.
+    The caller deletes it."""
+    node = netns_mod.create(NODE_NETNS_PREFIX)
+    try:
+        node.ip("link", "set", "lo", "up")
+        _add_uplink(node)
+    except BaseException:
+        node.delete()
+        raise
+    return node
 
 
 def _add_uplink(node: netns_mod.Netns) -> None:
