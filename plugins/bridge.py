@@ -196,7 +196,12 @@ def ensure_bridge(host: Rtnl, conf: BridgeConf) -> Link:
         try:
             # A MAC of its own: a bridge without one takes its lowest port's, which changes as
             # pods come and go (and the ADD results would disagree about it).
-            host.create_bridge(conf.bridge, mtu=mtu, mac=_random_mac(), up=True)
+            created = host.create_bridge(conf.bridge, mac=_random_mac(), up=True)
+            # The MTU set on the bridge, not given at creation: the kernel keeps the one set,
+            # but re-derives one given at creation from the ports (1500 when the last pod
+            # leaves, the overlay's again when the next one comes).
+            if created.mtu != mtu:
+                host.set_link(created.index, mtu=mtu)
         except NetlinkExists:
             pass  # a parallel ADD made it first
         bridge = host.get_link(conf.bridge)
