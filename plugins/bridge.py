@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from pycni.cni import delegate
+from pycni.cni import delegate, log
 from pycni.cni.errors import CniError, Code, ConfigError, NotFound
 from pycni.cni.ip import IP, Prefix
 from pycni.cni.record import Record
@@ -209,10 +209,9 @@ def ensure_bridge(host: Rtnl, conf: BridgeConf) -> Link:
     # every ADD (two small reads), so a call killed right after creating the bridge is mended.
     for family in ("iptables", "ip6tables"):
         if not node.ensure_sysctl(f"net/bridge/bridge-nf-call-{family}", "1", required=False):
-            os.write(
-                2,
-                b"pycni-bridge: br_netfilter is not loaded: services between pods"
-                b" of one bridge need it (modprobe br_netfilter)\n",
+            log.write(
+                "br_netfilter is not loaded: services between pods of one bridge need it"
+                " (modprobe br_netfilter)"
             )
     if conf.mtu is not None and bridge.mtu != conf.mtu:
         host.set_link(bridge.index, mtu=conf.mtu)
