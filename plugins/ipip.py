@@ -36,12 +36,11 @@ from pycni.cni import delegate
 from pycni.cni.errors import CniError, Code, ConfigError
 from pycni.cni.ip import IP, Prefix
 from pycni.cni.record import Record
-from pycni.cni.result import DNS, Interface, IPConfig, Result, Route, parse_prefix
+from pycni.cni.result import DNS, IPConfig, Result, Route, parse_prefix
 from pycni.cni.rollback import Rollback
-from pycni.datapath import node, peers
+from pycni.datapath import node, peers, pod
 from pycni.datapath.peers import Peer, PeerSource, Underlay
-from pycni.netlink import NamespaceNotFound, NetlinkError, NetlinkExists, Rtnl
-from pycni.plugins import bridge
+from pycni.netlink import NetlinkError, NetlinkExists, Rtnl
 from pycni.validators import ipip as schema
 
 TYPE_CHECKING = False
@@ -139,7 +138,7 @@ def cmd_add(call: Call, conf: IpipConf) -> Result:
         host_veth = create_pod_veth(host, call, plan.mtu, ipv6=6 in versions)
         undo.push(lambda: host.delete_link(host_veth.name, missing_ok=True))
         routes = pod_routes(ipam, ips)
-        pod_link = configure_pod(call, ips, routes)
+        pod_link = pod.configure(call, ips, [*gateway_routes(ips), *routes])
         for ip in ips:  # the node's way to the pod
             host.add_route(ip.address, oif=host_veth.index, replace=True)
         node.enable_forwarding(versions)
@@ -148,23 +147,16 @@ def cmd_add(call: Call, conf: IpipConf) -> Result:
 
             masquerade.ensure(call.name, conf.pod_cidrs, conf.non_masquerade)
         undo.commit()
-    return _result(call, conf, host_veth, pod_link, ipam, ips, routes)
+    # The IPv6 gateway is in the route alone: a link-local address means nothing in ips[]
+    # without its interface (whoever takes it for an address to reach fails).
+    listed = [IPConfig(ip.address, ip.gateway if ip.address.version == 4 else None) for ip in ips]
+    return pod.result(call, [host_veth], pod_link, listed, routes, conf.dns or ipam.dns)
 
 
 def cmd_del(call: Call, conf: IpipConf) -> None:
-    """Best effort and idempotent: the lease and the veth (its host route goes with it); the
-    node's peer routes and tunnel are the node's and stay."""
-    failures: list[str] = []
-    try:
-        delegate.ipam(call, "DEL")
-    except CniError as err:
-        failures.append(f"IPAM: {err}")
-    try:
-        bridge.remove_veth(call)
-    except CniError as err:
-        failures.append(str(err))
-    if failures:
-        raise CniError(Code.KERNEL, f"failed to delete attachment: {'; '.join(failures)}")
+    """The lease and the veth (its host route goes with it); the node's peer routes and
+    tunnel are the node's and stay."""
+    pod.delete_attachment(call)
 
 
 def cmd_check(call: Call, conf: IpipConf) -> None:
@@ -176,28 +168,15 @@ def cmd_check(call: Call, conf: IpipConf) -> None:
     with Rtnl() as host:
         plan = reconcile_node(host, conf, dry_run=True)
         if plan.changes:
-            _drift(f"node: {'; '.join(plan.changes)}")
+            pod.drift(f"node: {'; '.join(plan.changes)}")
         _check_host_side(host, call, ips)
-    mtu = plan.mtu
-    with bridge.pod_netns(call) as pod:
-        link = pod.find_link(call.ifname)
-        if link is None:
-            _drift(f"interface '{call.ifname}' is missing in {call.netns}")
-        assert link is not None
-        if link.mtu != mtu:
-            _drift(f"interface '{call.ifname}' has MTU {link.mtu}, expected {mtu}")
-        have = {a.prefix for a in pod.addresses(link.index)}
-        for ip in ips:
-            if ip.address not in have:
-                _drift(f"address {ip.address} is missing from '{call.ifname}'")
-        routes = {(r.dst.masked(), r.gateway) for r in pod.routes() if r.oif == link.index}
+    with pod.pod_netns(call) as netns:
+        link = pod.check_interface(netns, call, plan.mtu, ips)
+        routes = {(r.dst.masked(), r.gateway) for r in netns.routes() if r.oif == link.index}
         gateway_route = (Prefix(GATEWAY4, 32), None)
         if any(ip.address.version == 4 for ip in ips) and gateway_route not in routes:
-            _drift(f"route {GATEWAY4} dev {call.ifname} (the gateway, on-link) is missing")
-        for route in prev.routes:
-            if (route.dst.masked(), route.gw) not in routes:
-                via = f" via {route.gw}" if route.gw else ""
-                _drift(f"route {route.dst}{via} is missing in {call.netns}")
+            pod.drift(f"route {GATEWAY4} dev {call.ifname} (the gateway, on-link) is missing")
+        pod.check_routes(call, routes, prev.routes)
 
 
 def cmd_status(call: Call, conf: IpipConf) -> None:
@@ -239,23 +218,12 @@ def no_ipip_message(conf: IpipConf) -> str:
 
 
 def create_pod_veth(host: Rtnl, call: Call, mtu: int, *, ipv6: bool) -> Link:
-    """The pair, the pod end created in the pod's namespace as CNI_IFNAME; the host end with
-    HOST_MAC, proxy ARP on and no proxy delay (the first packet of a pod waits for that
-    answer), up; for an IPv6 pod, holding GATEWAY6 at once (no DAD wait), whatever the
-    node's way of making link-local addresses."""
-    name = bridge.host_veth_name(call)
-    try:
-        veth = host.create_veth(name, call.ifname, peer_netns=call.netns, mtu=mtu, mac=HOST_MAC)
-    except NamespaceNotFound:
-        raise CniError(
-            Code.UNKNOWN_CONTAINER, f"container network namespace '{call.netns}' is gone"
-        ) from None
-    except NetlinkExists:
-        raise CniError(
-            Code.DUPLICATE_ATTACHMENT,
-            f"failed to create interface '{call.ifname}' in {call.netns}: an interface of"
-            f" that name (or host veth '{name}') already exists",
-        ) from None
+    """The pair (pycni.datapath.pod.create_veth); the host end with HOST_MAC, proxy ARP on
+    and no proxy delay (the first packet of a pod waits for that answer), up; for an IPv6
+    pod, holding GATEWAY6 at once (no DAD wait), whatever the node's way of making
+    link-local addresses."""
+    veth = pod.create_veth(host, call, mtu, mac=HOST_MAC)
+    name = veth.name
     try:
         node.ensure_sysctl(f"net/ipv4/conf/{name}/proxy_arp", "1")
         node.ensure_sysctl(f"net/ipv4/neigh/{name}/proxy_delay", "0")
@@ -269,27 +237,18 @@ def create_pod_veth(host: Rtnl, call: Call, mtu: int, *, ipv6: bool) -> Link:
     return host.get_link(veth.index)
 
 
-def configure_pod(call: Call, ips: list[IPConfig], routes: list[Route]) -> Link:
-    """Inside the pod: the addresses as /32 and /128 (no DAD wait), the link up, the IPv4
-    gateway on-link, the routes through it."""
-    with bridge.pod_netns(call) as pod:
-        link = pod.get_link(call.ifname)
-        for ip in ips:
-            pod.add_address(link.index, ip.address, nodad=True)
-        pod.set_link(link.index, up=True)
-        if any(ip.address.version == 4 for ip in ips):
-            pod.add_route(Prefix(GATEWAY4, 32), oif=link.index)
-        for route in routes:
-            pod.add_route(route.dst, gateway=route.gw, oif=link.index, mtu=route.mtu)
-        return pod.get_link(link.index)
-
-
 def pod_ips(ipam: Result) -> list[IPConfig]:
     """IPAM's addresses as /32 and /128 (IPv4 first), each with its family's gateway."""
     return [
         IPConfig(Prefix(ip.address.ip, ip.address.ip.bits), _gateway(ip.address.version))
-        for ip in bridge.order_ips(ipam.ips, False)
+        for ip in pod.order_ips(ipam.ips, False)
     ]
+
+
+def gateway_routes(ips: list[IPConfig]) -> list[Route]:
+    """The IPv4 gateway on-link (a route to it out of the pod's interface), for an IPv4 pod;
+    the IPv6 one is link-local, on-link already."""
+    return [Route(dst=Prefix(GATEWAY4, 32))] if any(ip.address.version == 4 for ip in ips) else []
 
 
 def pod_routes(ipam: Result, ips: list[IPConfig]) -> list[Route]:
@@ -305,57 +264,22 @@ def pod_routes(ipam: Result, ips: list[IPConfig]) -> list[Route]:
     return routes
 
 
-def _result(
-    call: Call,
-    conf: IpipConf,
-    host_veth: Link,
-    pod_link: Link,
-    ipam: Result,
-    ips: list[IPConfig],
-    routes: list[Route],
-) -> Result:
-    prev = call.prev_result or Result()
-    interfaces = [
-        *prev.interfaces,
-        Interface(name=host_veth.name, mac=host_veth.mac or ""),
-        Interface(name=pod_link.name, mac=pod_link.mac or "", sandbox=call.netns, mtu=pod_link.mtu),
-    ]
-    pod = len(interfaces) - 1
-    # The IPv6 gateway is in the route alone: a link-local address means nothing in ips[]
-    # without its interface (whoever takes it for an address to reach fails).
-    return Result(
-        interfaces=interfaces,
-        ips=[
-            *prev.ips,
-            *(
-                IPConfig(ip.address, ip.gateway if ip.address.version == 4 else None, pod)
-                for ip in ips
-            ),
-        ],
-        routes=[*prev.routes, *routes],
-        dns=conf.dns or ipam.dns,
-    )
-
-
 def _gateway(version: int) -> IP:
     return GATEWAY4 if version == 4 else GATEWAY6
 
 
 def _check_host_side(host: Rtnl, call: Call, ips: list[IPConfig]) -> Link:
-    name = bridge.host_veth_name(call)
-    veth = host.find_link(name)
-    if veth is None:
-        _drift(f"host veth '{name}' is missing")
-    assert veth is not None
+    veth = pod.find_host_veth(host, call)
+    name = veth.name
     if (veth.mac or "").lower() != HOST_MAC or not veth.up:
-        _drift(f"host veth '{name}' has MAC {veth.mac} and is {'up' if veth.up else 'down'}")
+        pod.drift(f"host veth '{name}' has MAC {veth.mac} and is {'up' if veth.up else 'down'}")
     with open(f"/proc/sys/net/ipv4/conf/{name}/proxy_arp", "rb") as f:
         if f.read().strip() != b"1":
-            _drift(f"proxy ARP is off on host veth '{name}'")
+            pod.drift(f"proxy ARP is off on host veth '{name}'")
     routes = {r.dst for r in host.routes(oif=veth.index) if r.gateway is None}
     for ip in ips:
         if ip.address not in routes:
-            _drift(f"route {ip.address} dev {name} (to the pod) is missing")
+            pod.drift(f"route {ip.address} dev {name} (to the pod) is missing")
     return veth
 
 
@@ -616,10 +540,6 @@ def _nft_missing() -> bool:
     from pycni.datapath import masquerade
 
     return masquerade.nft_path() is None
-
-
-def _drift(what: str) -> None:
-    raise CniError(Code.CHECK_FAILED, f"check failed: {what}")
 
 
 def _list(value: object) -> list[object]:

@@ -1,9 +1,10 @@
 """pycni-vxlan: the overlay datapath — flannel's vxlan backend, as a CNI plugin.
 
-The node's pods are attached to the node bridge exactly as pycni-bridge attaches them (its
-code, imported), with the node's pod CIDR from the IPAM config. Traffic to another node's pod
-CIDR leaves through one VXLAN device per network, `pycni.<vni>`, which the plugin keeps in
-step with the peer set (`peers`, or the JSON list in `peersFile`). Per remote node, exactly:
+The node's pods are attached to the node bridge exactly as pycni-bridge attaches them (the
+steps of pycni.datapath.bridge), with the node's pod CIDR from the IPAM config. Traffic to
+another node's pod CIDR leaves through one VXLAN device per network, `pycni.<vni>`, which the
+plugin keeps in step with the peer set (`peers`, or the JSON list in `peersFile`). Per remote
+node, exactly:
 
 - a route  `<peer pod CIDR> via <peer VTEP address> dev pycni.<vni> onlink`
 - a permanent neighbour  `<peer VTEP address> lladdr <peer VTEP MAC>`
@@ -26,10 +27,11 @@ from pycni.cni.errors import CniError, Code, ConfigError
 from pycni.cni.ip import IP, Prefix
 from pycni.cni.record import Record
 from pycni.cni.result import DNS, Result, parse_prefix
-from pycni.datapath import peers
+from pycni.cni.rollback import Rollback
+from pycni.datapath import bridge, node, peers, pod
+from pycni.datapath.bridge import DEFAULT_BRIDGE, BridgeConf
 from pycni.datapath.peers import Peer, PeerSource, Underlay
 from pycni.netlink import NetlinkExists, Rtnl
-from pycni.plugins import bridge
 from pycni.validators import vxlan as schema
 
 TYPE_CHECKING = False
@@ -102,7 +104,7 @@ def parse_conf(c: dict[str, object]) -> VxlanConf:
         port=port if isinstance(port, int) else DEFAULT_PORT,
         local_ip=IP.parse(local) if isinstance(local, str) else None,
         mtu=mtu if isinstance(mtu, int) else None,
-        bridge=str(c.get("bridge") or bridge.DEFAULT_BRIDGE),
+        bridge=str(c.get("bridge") or DEFAULT_BRIDGE),
         hairpin=bool(c.get("hairpinMode")),
         ip_masq=bool(c.get("ipMasq")),
         non_masquerade=[
@@ -120,17 +122,33 @@ def parse_conf(c: dict[str, object]) -> VxlanConf:
 
 
 def cmd_add(call: Call, conf: VxlanConf) -> Result:
-    with Rtnl() as host:
+    # Rollback inside Rtnl: the undo steps use the socket, so it must close after them.
+    with Rtnl() as host, Rollback() as undo:
         underlay = find_underlay(host, conf)
         reconcile_overlay(host, conf, underlay, load_peers(conf))
+        # the pod, on the node bridge: pycni-bridge's steps, with the overlay's MTU
         attachment = bridge_conf(conf, underlay)
-    # the pod, on the node bridge: pycni-bridge's ADD, with the overlay's MTU
-    return bridge.cmd_add(call, attachment)
+        node_bridge = bridge.ensure_bridge(host, attachment)
+        ipam = delegate.ipam_add(call)
+        undo.push(delegate.ipam, call, "DEL")
+        ips = pod.order_ips(ipam.ips, prefer_ipv6=False)
+        host_veth = bridge.attach_pod(host, call, node_bridge, attachment)
+        undo.push(lambda: host.delete_link(host_veth.name, missing_ok=True))
+        routes = bridge.pod_routes(ipam, ips, attachment)
+        pod_link = pod.configure(call, ips, routes)
+        bridge.ensure_gateway(host, node_bridge, ips, attachment)
+        node.enable_forwarding({ip.address.version for ip in ips})
+        if conf.ip_masq:
+            from pycni.datapath import masquerade  # loaded only by networks that masquerade
+
+            masquerade.ensure(call.name, [ip.address.masked() for ip in ips], conf.non_masquerade)
+        undo.commit()
+    return pod.result(call, [node_bridge, host_veth], pod_link, ips, routes, conf.dns or ipam.dns)
 
 
 def cmd_del(call: Call, conf: VxlanConf) -> None:
     """The pod's veth and lease, as pycni-bridge; the overlay is the node's and stays."""
-    bridge.cmd_del(call, _del_bridge_conf(conf))
+    pod.delete_attachment(call)
 
 
 def cmd_check(call: Call, conf: VxlanConf) -> None:
@@ -140,7 +158,7 @@ def cmd_check(call: Call, conf: VxlanConf) -> None:
         drift = reconcile_overlay(host, conf, underlay, load_peers(conf), dry_run=True)
     if drift:
         raise CniError(Code.CHECK_FAILED, f"check failed: overlay: {'; '.join(drift)}")
-    bridge.cmd_check(call, attachment)
+    bridge.check(call, attachment)
 
 
 def cmd_status(call: Call, conf: VxlanConf) -> None:
@@ -358,10 +376,10 @@ def overlay_mtu(conf: VxlanConf, underlay: Underlay) -> int:
     return conf.mtu or underlay.link.mtu - OVERHEAD[underlay.local_ip.version]
 
 
-def bridge_conf(conf: VxlanConf, underlay: Underlay) -> bridge.BridgeConf:
-    """What pycni-bridge needs to attach a pod: the gateway on the bridge, the pod's default
+def bridge_conf(conf: VxlanConf, underlay: Underlay) -> BridgeConf:
+    """How the pods are attached to the bridge: the gateway on the bridge, the pod's default
     route through it, the overlay MTU."""
-    return bridge.BridgeConf(
+    return BridgeConf(
         bridge=conf.bridge,
         is_gateway=True,
         is_default_gateway=True,
@@ -377,22 +395,6 @@ def bridge_conf(conf: VxlanConf, underlay: Underlay) -> bridge.BridgeConf:
 
 
 # --- internals -------------------------------------------------------------------------------
-
-
-def _del_bridge_conf(conf: VxlanConf) -> bridge.BridgeConf:
-    return bridge.BridgeConf(
-        bridge=conf.bridge,
-        is_gateway=True,
-        is_default_gateway=True,
-        force_address=False,
-        ip_masq=conf.ip_masq,
-        non_masquerade=conf.non_masquerade,
-        mtu=conf.mtu,
-        hairpin=conf.hairpin,
-        promisc=False,
-        prefer_ipv6=False,
-        dns=conf.dns,
-    )
 
 
 def _vxlan_differences(device: Link, conf: VxlanConf, underlay: Underlay) -> str:

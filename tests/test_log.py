@@ -1,5 +1,6 @@
 """The plugins' own diagnostics reach the call's log: stderr and, when configured, `logFile`
-(pycni.cni.log). The boundary is driven with env and streams injected."""
+(pycni.cni.log). The boundary is driven with env and streams injected; the bridge step runs
+against a real kernel, in a throwaway namespace."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from pycni.cni.errors import CniError, Code
 from pycni.cni.ip import Prefix
 from pycni.cni.result import IPConfig, Result
 from pycni.cni.rollback import Rollback
+from pycni.datapath import bridge, node
+from pycni.lab.netns import Netns
+from pycni.netlink import Rtnl
 
 ENV = {
     "CNI_COMMAND": "ADD",
@@ -88,3 +92,38 @@ def test_after_the_call_diagnostics_go_to_stderr_alone(
     log.write("no call is being served")
     assert capsys.readouterr().err == "no call is being served\n"
     assert log_file.read_text() == written
+
+
+def test_a_bridge_without_br_netfilter_says_so_in_the_log_file(
+    netns: Netns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ensure_bridge, on a node where the bridge-nf-call sysctls do not exist (faked: they
+    are the host's, and br_netfilter is global), makes the bridge and says what is missing."""
+    monkeypatch.setattr(node, "ensure_sysctl", lambda path, value, *, required=True: False)
+    log_file = tmp_path / "plugin.log"
+    call_log = log.Log(io.StringIO(), "pycni-bridge")
+    call_log.open_file(str(log_file))
+    call_log.activate()
+    conf = bridge.BridgeConf(
+        bridge="cbr0",
+        is_gateway=True,
+        is_default_gateway=False,
+        force_address=False,
+        ip_masq=False,
+        non_masquerade=[],
+        mtu=1400,
+        hairpin=False,
+        promisc=False,
+        prefer_ipv6=False,
+        dns=None,
+    )
+    try:
+        with Rtnl(netns=netns.path) as node_ns:
+            made = bridge.ensure_bridge(node_ns, conf)
+    finally:
+        call_log.close()
+    assert (made.name, made.kind, made.mtu) == ("cbr0", "bridge", 1400)
+    assert "cbr0" in netns.link_names()
+    text = log_file.read_text()
+    assert text.count("br_netfilter is not loaded") == 2, text  # iptables and ip6tables
+    assert "(modprobe br_netfilter)" in text
