@@ -333,7 +333,7 @@ def reconcile_node(host: Rtnl, conf: IpipConf, *, dry_run: bool = False) -> Plan
     """The tunnel (when some peer needs it; removed when none does), and per peer pod CIDR
     one route with protocol RTPROT_PYCNI; any other route of that protocol goes. With
     `dry_run`, only say what differs."""
-    peer_set = peers.load(conf.peer_source, schema.check_peer)
+    peer_set = peers.load(conf.peer_source)
     underlay = None
     if peer_set or conf.encapsulation != NEVER:
         underlay = peers.find_underlay(host, conf.local_ip)

@@ -58,9 +58,10 @@ def reconcile_plugin(plugin: dict[str, Any]) -> list[str]:
         from pycni.plugins import ipip
 
         return ipip.reconcile(ipip.parse_conf(plugin))
+    from pycni.datapath import overlay
     from pycni.plugins import vxlan
 
-    return vxlan.reconcile(vxlan.parse_conf(plugin))
+    return overlay.reconcile(vxlan.parse_conf(plugin).overlay)
 
 
 def network_config(document: Any) -> dict[str, Any]:
