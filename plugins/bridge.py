@@ -17,7 +17,7 @@ from pycni.cni import delegate
 from pycni.cni.errors import CniError, Code, ConfigError
 from pycni.cni.result import Result, parse_prefix
 from pycni.cni.rollback import Rollback
-from pycni.datapath import bridge, node, pod
+from pycni.datapath import bridge, pod
 from pycni.datapath.bridge import DEFAULT_BRIDGE, BridgeConf
 from pycni.netlink import Rtnl
 from pycni.validators import bridge as schema
@@ -61,23 +61,9 @@ def parse_config(call: Call) -> BridgeConf:
 def cmd_add(call: Call, conf: BridgeConf) -> Result:
     # Rollback inside Rtnl: the undo steps use the socket, so it must close after them.
     with Rtnl() as host, Rollback() as undo:
-        node_bridge = bridge.ensure_bridge(host, conf)
-        ipam = delegate.ipam_add(call)
-        undo.push(delegate.ipam, call, "DEL")
-        ips = pod.order_ips(ipam.ips, conf.prefer_ipv6)
-        host_veth = bridge.attach_pod(host, call, node_bridge, conf)
-        undo.push(lambda: host.delete_link(host_veth.name, missing_ok=True))
-        routes = bridge.pod_routes(ipam, ips, conf)
-        pod_link = pod.configure(call, ips, routes)
-        if conf.is_gateway:
-            bridge.ensure_gateway(host, node_bridge, ips, conf)
-            node.enable_forwarding({ip.address.version for ip in ips})
-        if conf.ip_masq:
-            from pycni.datapath import masquerade  # loaded only by networks that masquerade
-
-            masquerade.ensure(call.name, [ip.address.masked() for ip in ips], conf.non_masquerade)
+        result = bridge.attach(host, undo, call, conf)
         undo.commit()
-    return pod.result(call, [node_bridge, host_veth], pod_link, ips, routes, conf.dns or ipam.dns)
+    return result
 
 
 def cmd_del(call: Call, conf: BridgeConf) -> None:

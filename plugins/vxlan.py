@@ -23,7 +23,7 @@ from pycni.cni.ip import IP, Prefix
 from pycni.cni.record import Record
 from pycni.cni.result import DNS, Result, parse_prefix
 from pycni.cni.rollback import Rollback
-from pycni.datapath import bridge, node, overlay, peers, pod
+from pycni.datapath import bridge, overlay, peers, pod
 from pycni.datapath.bridge import DEFAULT_BRIDGE, BridgeConf
 from pycni.datapath.overlay import Overlay
 from pycni.netlink import Rtnl
@@ -96,24 +96,10 @@ def cmd_add(call: Call, conf: VxlanConf) -> Result:
     with Rtnl() as host, Rollback() as undo:
         underlay = peers.find_underlay(host, conf.overlay.local_ip)
         overlay.sync(host, conf.overlay, underlay, peers.load(conf.overlay.peer_source))
-        # the pod, on the node bridge: pycni-bridge's steps, with the overlay's MTU
-        attachment = bridge_conf(conf, underlay)
-        node_bridge = bridge.ensure_bridge(host, attachment)
-        ipam = delegate.ipam_add(call)
-        undo.push(delegate.ipam, call, "DEL")
-        ips = pod.order_ips(ipam.ips, prefer_ipv6=False)
-        host_veth = bridge.attach_pod(host, call, node_bridge, attachment)
-        undo.push(lambda: host.delete_link(host_veth.name, missing_ok=True))
-        routes = bridge.pod_routes(ipam, ips, attachment)
-        pod_link = pod.configure(call, ips, routes)
-        bridge.ensure_gateway(host, node_bridge, ips, attachment)
-        node.enable_forwarding({ip.address.version for ip in ips})
-        if conf.ip_masq:
-            from pycni.datapath import masquerade  # loaded only by networks that masquerade
-
-            masquerade.ensure(call.name, [ip.address.masked() for ip in ips], conf.non_masquerade)
+        # the pod, on the node bridge as pycni-bridge attaches it, with the overlay's MTU
+        result = bridge.attach(host, undo, call, bridge_conf(conf, underlay))
         undo.commit()
-    return pod.result(call, [node_bridge, host_veth], pod_link, ips, routes, conf.dns or ipam.dns)
+    return result
 
 
 def cmd_del(call: Call, conf: VxlanConf) -> None:

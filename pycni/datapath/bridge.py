@@ -1,9 +1,10 @@
 """The L2 attachment: a node's pods on one Linux bridge (pycni-bridge's, and pycni-vxlan's for
 the pods of its node).
 
-The steps a plugin's ADD is told in: the node bridge (`ensure_bridge`), the host end of the
-pod's veth as its port (`attach_pod`), the gateway on the bridge (`ensure_gateway`) and the
-pod's routes (`pod_routes`); CHECK as a whole (`check`). The pod's side of the pair, the
+`attach` is the whole attachment, as both plugins' ADD tells it: the node bridge
+(`ensure_bridge`), the lease, the host end of the pod's veth as the bridge's port
+(`attach_pod`), the pod's addresses and routes (`pod_routes`), the gateway on the bridge
+(`ensure_gateway`), masquerade; CHECK as a whole (`check`). The pod's side of the pair, the
 result and DEL are pycni.datapath.pod's.
 """
 
@@ -22,6 +23,7 @@ from pycni.netlink import NetlinkExists, Rtnl
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pycni.cni.result import DNS, Interface, IPConfig, Result
+    from pycni.cni.rollback import Rollback
     from pycni.cni.skel import Call
     from pycni.netlink import Link
 
@@ -58,6 +60,26 @@ class BridgeConf(Record):
 
     def __init__(self, **fields: object) -> None:
         self._init(**fields)
+
+
+def attach(host: Rtnl, undo: Rollback, call: Call, conf: BridgeConf) -> Result:
+    """The pod on the node bridge, each step's undo pushed on `undo` (the caller commits)."""
+    node_bridge = ensure_bridge(host, conf)
+    ipam = delegate.ipam_add(call)
+    undo.push(delegate.ipam, call, "DEL")
+    ips = pod.order_ips(ipam.ips, conf.prefer_ipv6)
+    host_veth = attach_pod(host, call, node_bridge, conf)
+    undo.push(lambda: host.delete_link(host_veth.name, missing_ok=True))
+    routes = pod_routes(ipam, ips, conf)
+    pod_link = pod.configure(call, ips, routes)
+    if conf.is_gateway:
+        ensure_gateway(host, node_bridge, ips, conf)
+        node.enable_forwarding({ip.address.version for ip in ips})
+    if conf.ip_masq:
+        from pycni.datapath import masquerade  # loaded only by networks that masquerade
+
+        masquerade.ensure(call.name, [ip.address.masked() for ip in ips], conf.non_masquerade)
+    return pod.result(call, [node_bridge, host_veth], pod_link, ips, routes, conf.dns or ipam.dns)
 
 
 def ensure_bridge(host: Rtnl, conf: BridgeConf) -> Link:
