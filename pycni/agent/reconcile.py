@@ -53,14 +53,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def reconcile_plugin(plugin: dict[str, Any]) -> list[str]:
-    """Reconcile with one plugin config (either type); the changes made."""
+    """Reconcile with one plugin config (either type; the plugin parses it, the datapath
+    reconciles); the changes made."""
     if plugin.get("type") == "pycni-ipip":
+        from pycni.datapath import routed
         from pycni.plugins import ipip
 
-        return ipip.reconcile(ipip.parse_conf(plugin))
+        return routed.reconcile(ipip.parse_conf(plugin).routing)
+    from pycni.datapath import overlay
     from pycni.plugins import vxlan
 
-    return vxlan.reconcile(vxlan.parse_conf(plugin))
+    return overlay.reconcile(vxlan.parse_conf(plugin).overlay)
 
 
 def network_config(document: Any) -> dict[str, Any]:
