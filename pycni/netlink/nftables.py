@@ -45,7 +45,6 @@ from pycni.cni.record import Record
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from types import TracebackType
     from typing import Any, Self
 
     from pycni.netlink.rtnl import NetlinkSocket
@@ -68,7 +67,7 @@ NFTA_LIST_ELEM = 1
 NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_FLAGS = 1, 2, 3
 NFTA_DATA_VALUE, NFTA_DATA_VERDICT = 1, 2
 NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN = 1, 2
-NFT_SET_ELEM_INTERVAL_END, NFT_SET_ELEM_CATCHALL = 0x1, 0x2
+NFT_SET_ELEM_CATCHALL = 0x2
 NF_DROP, NF_ACCEPT = 0, 1
 NFT_CONTINUE, NFT_BREAK, NFT_JUMP, NFT_GOTO, NFT_RETURN = -1, -2, -3, -4, -5
 NFPROTO = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
@@ -84,20 +83,22 @@ _VERDICTS = {
     NFT_RETURN: "return",
 }
 _NFPROTO_OF_VERSION = {4: (2, "ipv4"), 6: (10, "ipv6")}  # NFPROTO_IPV4, NFPROTO_IPV6
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 _PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
 
 
 def _name(name: str) -> str:
     """A table, chain or set name as nft takes it unquoted (which pycni's names all are)."""
-    if not name or not all(c.isalnum() or c in "_-." for c in name) or not name[0].isalpha():
+    if not (name[:1].isascii() and name[:1].isalpha() and all(c in _NAME_CHARS for c in name)):
         raise ValueError(f"'{name}' is not an nftables name pycni writes (a letter, then [\\w.-])")
     return name
 
 
 def _comment(text: str) -> str:
-    """A comment nft can take between double quotes (at most 128 bytes, no quote, one line)."""
-    if '"' in text or "\n" in text or len(text.encode()) > 128:
-        raise ValueError(f"an nftables comment is one line of <= 128 bytes without '\"': {text!r}")
+    """A comment nft can take between double quotes: one line without a quote. (Its length nft
+    checks itself, and says so: "comment too long".)"""
+    if '"' in text or "\n" in text:
+        raise ValueError(f"an nftables comment is one line without '\"': {text!r}")
     return text
 
 
@@ -554,12 +555,7 @@ class Ruleset:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def chain(self, table: Table, name: str) -> Chain | None:
@@ -710,7 +706,9 @@ def _elements(payload: memoryview, spec: SetSpec) -> list[Element]:
     for kind, elements in iter_attrs(payload[4:]):
         if kind != NFTA_SET_ELEM_LIST_ELEMENTS:
             continue
-        for _item, element in iter_attrs(elements):
+        for item, element in iter_attrs(elements):
+            if item != NFTA_LIST_ELEM:
+                continue
             attrs = dict(iter_attrs(element))
             flags = int.from_bytes(attrs.get(NFTA_SET_ELEM_FLAGS, b""), "big")
             if flags & NFT_SET_ELEM_CATCHALL or NFTA_SET_ELEM_KEY not in attrs:
