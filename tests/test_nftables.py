@@ -498,3 +498,29 @@ def _package_modules() -> set[str]:
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return set(done.stdout.split())
+
+
+LAZY_DRIVER = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import pycni.netlink.nftables
+print(*sorted(m for m in sys.modules if m.startswith("pycni.netlink")))
+import pycni.netlink as package
+for name in package.__all__:
+    value = getattr(package, name)
+    home = getattr(value, "__module__", None)
+    assert home is None or home.startswith("pycni.netlink."), (name, home)
+print(*sorted(m for m in sys.modules if m.startswith("pycni.netlink")))
+"""
+
+
+def test_the_netlink_package_loads_a_name_when_it_is_first_used() -> None:
+    """So that nftables' callers (portmap's DEL and STATUS) do not pay for rtnetlink."""
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", LAZY_DRIVER, str(REPO)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    first, then = (set(line.split()) for line in done.stdout.splitlines())
+    assert first == {"pycni.netlink", "pycni.netlink.nftables"}
+    assert {"pycni.netlink.rtnl", "pycni.netlink.errors", "pycni.netlink.records"} <= then
