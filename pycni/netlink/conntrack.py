@@ -18,7 +18,7 @@ from pycni.cni.ip import IP
 from pycni.cni.record import Record
 from pycni.netlink import kernel as k
 from pycni.netlink.errors import NetlinkNotFound
-from pycni.netlink.rtnl import NetlinkSocket
+from pycni.netlink.socket import NetlinkSocket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
