@@ -34,7 +34,7 @@ from pycni.netlink.records import (
     qdisc_from_message,
     route_from_message,
 )
-from pycni.netlink.socket import NetlinkSocket
+from pycni.netlink.socket import NetlinkSocket, ignore_not_found
 from pycni.netlink.wire import NLA_F_NESTED, pack_attr
 
 TYPE_CHECKING = False
@@ -255,11 +255,8 @@ class Rtnl(NetlinkSocket):
         there, unless `missing_ok`."""
         index, attrs = _select(link)
         body = k.IFINFOMSG.pack(k.AF_UNSPEC, 0, index, 0, 0) + k.IFLA.encode(attrs)
-        try:
+        with ignore_not_found(missing_ok):
             self._request(k.RTM_DELLINK, 0, body, f"delete {_describe(link)}", LINK_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def set_link(
         self,
@@ -398,15 +395,12 @@ class Rtnl(NetlinkSocket):
         """Remove an address. NetlinkNotFound (EADDRNOTAVAIL; ENODEV for a missing link)
         unless `missing_ok`."""
         what = f"delete address '{prefix}' from {_describe(link)}"
-        try:
+        with ignore_not_found(missing_ok):
             index = self._index(link, what)
             body = k.IFADDRMSG.pack(
                 _family(prefix.version), prefix.length, 0, 0, index
             ) + k.IFA.encode({"local": prefix.ip, "address": prefix.ip})
             self._request(k.RTM_DELADDR, 0, body, what, ADDRESS_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def addresses(self, link: int | str | None = None, family: int = k.AF_UNSPEC) -> list[Address]:
         """The addresses of one link, or of all; of one family (AF_INET, AF_INET6) or both."""
@@ -505,7 +499,7 @@ class Rtnl(NetlinkSocket):
         _same_family(dst, gateway=gateway)
         what = f"delete route '{dst}'" + (f" via {gateway}" if gateway else "")
         what += f" dev {_describe(oif)}" if oif is not None else ""
-        try:
+        with ignore_not_found(missing_ok):
             attrs = {
                 "dst": dst.ip if dst.length else None,
                 "gateway": gateway,
@@ -525,9 +519,6 @@ class Rtnl(NetlinkSocket):
                 0,
             ) + k.RTA.encode(attrs)
             self._request(k.RTM_DELROUTE, 0, body, what, ROUTE_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def routes(
         self,
@@ -617,15 +608,12 @@ class Rtnl(NetlinkSocket):
         for a missing link) unless `missing_ok`."""
         kind = "proxy neighbour" if proxy else "neighbour"
         what = f"delete {kind} '{dst}' on {_describe(link)}"
-        try:
+        with ignore_not_found(missing_ok):
             index = self._index(link, what)
             body = k.NDMSG.pack(
                 _family(dst.version), index, 0, k.NTF_PROXY if proxy else 0, 0
             ) + k.NDA.encode({"dst": dst})
             self._request(k.RTM_DELNEIGH, 0, body, what, NEIGHBOUR_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def neighbours(
         self, link: int | str | None = None, family: int = k.AF_UNSPEC, *, proxy: bool = False
@@ -681,15 +669,12 @@ class Rtnl(NetlinkSocket):
         (ENOENT; ENODEV for a missing link) unless `missing_ok`."""
         what = f"delete fdb entry '{mac}'" + (f" -> {dst}" if dst is not None else "")
         what += f" on {_describe(link)}"
-        try:
+        with ignore_not_found(missing_ok):
             index = self._index(link, what)
             body = k.NDMSG.pack(k.AF_BRIDGE, index, 0, k.NTF_SELF, 0) + k.NDA.encode(
                 {"lladdr": mac, "dst": dst}
             )
             self._request(k.RTM_DELNEIGH, 0, body, what, NEIGHBOUR_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def fdb_entries(self, link: int | str | None = None) -> list[Neighbour]:
         """Forwarding entries (family AF_BRIDGE) of one device or all: bridges' and VXLAN
@@ -782,11 +767,8 @@ class Rtnl(NetlinkSocket):
         qdisc, or only the default root; ENODEV: no such link) unless `missing_ok`."""
         where = "ingress" if parent == k.TC_H_INGRESS else "root"
         what = f"delete {where} qdisc of {_describe(link)}"
-        try:
+        with ignore_not_found(missing_ok):
             self._tc_request(k.RTM_DELQDISC, 0, link, 0, parent, 0, None, None, what, QDISC_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def filters(self, link: int | str, parent: int = k.TC_H_INGRESS_HANDLE) -> list[Filter]:
         """The filters attached to one qdisc of a link (the ingress qdisc by default)."""

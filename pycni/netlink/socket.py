@@ -10,7 +10,8 @@ is skipped. Dumps are read to NLMSG_DONE and run again when the kernel flags the
 NLM_F_DUMP_INTR (the tables changed while they were read), up to DUMP_ATTEMPTS times.
 
 Which errnos mean "not there" depends on the request, so each request passes its own set
-(`gone`), answered as NetlinkNotFound.
+(`gone`), answered as NetlinkNotFound; `ignore_not_found(missing_ok)` is how a delete with
+`missing_ok` lets that pass.
 """
 
 from __future__ import annotations
@@ -236,3 +237,34 @@ class NetlinkSocket:
         if code == errno.EEXIST:
             return NetlinkExists(code, what + self._where, message)
         return NetlinkError(code, what + self._where, message)
+
+
+class _NotFoundFilter:
+    """The context manager `ignore_not_found` returns (no contextlib: it costs an import)."""
+
+    __slots__ = ("_ignore",)
+
+    def __init__(self, ignore: bool) -> None:
+        self._ignore = ignore
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        return self._ignore and exc_type is not None and issubclass(exc_type, NetlinkNotFound)
+
+
+_IGNORE_NOT_FOUND = _NotFoundFilter(True)
+_RAISE_NOT_FOUND = _NotFoundFilter(False)
+
+
+def ignore_not_found(missing_ok: bool) -> _NotFoundFilter:
+    """`with ignore_not_found(missing_ok): ...`: a NetlinkNotFound raised inside the block is
+    swallowed when `missing_ok` is true and raised as is otherwise. The one spelling of a
+    delete's "already gone is fine unless the caller says it is not"."""
+    return _IGNORE_NOT_FOUND if missing_ok else _RAISE_NOT_FOUND
