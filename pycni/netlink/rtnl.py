@@ -749,15 +749,29 @@ class Rtnl(NetlinkSocket):
         options = k.TCA_TBF.encode(
             {"parms": parms, "rate64": rate if rate > 0xFFFFFFFF else None, "burst": burst}
         )
-        self._tc_request(k.RTM_NEWQDISC, _new_flags(replace), link, 0, parent, 0, "tbf",
-                         options, what)  # fmt: skip
+        self._tc_request(
+            k.RTM_NEWQDISC,
+            link,
+            what,
+            flags=_new_flags(replace),
+            parent=parent,
+            kind="tbf",
+            options=options,
+        )
 
     def add_ingress_qdisc(self, link: int | str, *, replace: bool = False) -> None:
         """The ingress qdisc ("ffff:"), where filters see the packets a link receives.
         NetlinkExists (EEXIST) if there is one (without `replace`)."""
         what = f"add ingress qdisc on {_describe(link)}"
-        self._tc_request(k.RTM_NEWQDISC, _new_flags(replace), link, k.TC_H_INGRESS_HANDLE,
-                         k.TC_H_INGRESS, 0, "ingress", None, what)  # fmt: skip
+        self._tc_request(
+            k.RTM_NEWQDISC,
+            link,
+            what,
+            flags=_new_flags(replace),
+            handle=k.TC_H_INGRESS_HANDLE,
+            parent=k.TC_H_INGRESS,
+            kind="ingress",
+        )
 
     def delete_qdisc(
         self, link: int | str, parent: int = k.TC_H_ROOT, *, missing_ok: bool = False
@@ -768,7 +782,7 @@ class Rtnl(NetlinkSocket):
         where = "ingress" if parent == k.TC_H_INGRESS else "root"
         what = f"delete {where} qdisc of {_describe(link)}"
         with ignore_not_found(missing_ok):
-            self._tc_request(k.RTM_DELQDISC, 0, link, 0, parent, 0, None, None, what, QDISC_GONE)
+            self._tc_request(k.RTM_DELQDISC, link, what, parent=parent, gone=QDISC_GONE)
 
     def filters(self, link: int | str, parent: int = k.TC_H_INGRESS_HANDLE) -> list[Filter]:
         """The filters attached to one qdisc of a link (the ingress qdisc by default)."""
@@ -801,22 +815,34 @@ class Rtnl(NetlinkSocket):
         actions = pack_attr(1 | NLA_F_NESTED, action)  # the first (and only) action
         options = k.TCA_U32.encode({"sel": sel, "act": actions})
         info = (prio << 16) | _ETH_P_ALL_BE
-        self._tc_request(k.RTM_NEWTFILTER, k.NLM_F_CREATE | k.NLM_F_EXCL, link, 0, parent,
-                         info, "u32", options, what)  # fmt: skip
+        self._tc_request(
+            k.RTM_NEWTFILTER,
+            link,
+            what,
+            flags=k.NLM_F_CREATE | k.NLM_F_EXCL,
+            parent=parent,
+            info=info,
+            kind="u32",
+            options=options,
+        )
 
     def _tc_request(
         self,
         msg_type: int,
-        flags: int,
         link: int | str,
-        handle: int,
-        parent: int,
-        info: int,
-        kind: str | None,
-        options: bytes | None,
         what: str,
+        *,
+        parent: int,
+        flags: int = 0,
+        handle: int = 0,
+        info: int = 0,
+        kind: str | None = None,
+        options: bytes | None = None,
         gone: frozenset[int] = LINK_GONE,
     ) -> None:
+        """One qdisc or filter request (a struct tcmsg, TCA_KIND, TCA_OPTIONS) on `link`:
+        `parent` and `handle` place it in the link's tree, `info` is a filter's priority and
+        protocol; left out, `kind` and `options` are not sent."""
         index = self._index(link, what)
         body = k.TCMSG.pack(k.AF_UNSPEC, index, handle, parent, info) + k.TCA.encode(
             {"kind": kind, "options": options}
