@@ -83,8 +83,10 @@ def cmd_status(call: Call, conf: BridgeConf) -> None:
             Code.NOT_AVAILABLE,
             f"'{conf.bridge}' exists and is a {node_bridge.kind or 'plain'} device, not a bridge",
         )
-    if conf.ip_masq and _nft_missing():
-        raise CniError(Code.NOT_AVAILABLE, "ipMasq needs nftables: no nft on this node")
+    if conf.ip_masq:
+        from pycni.datapath import masquerade  # loaded only by networks that masquerade
+
+        masquerade.status()
     delegate.ipam(call, "STATUS")
 
 
@@ -93,12 +95,6 @@ def cmd_gc(call: Call, conf: BridgeConf) -> None:
 
 
 # --- internals -------------------------------------------------------------------------------
-
-
-def _nft_missing() -> bool:
-    from pycni.datapath import masquerade
-
-    return masquerade.nft_path() is None
 
 
 def _list(value: object) -> list[object]:

@@ -172,8 +172,10 @@ def cmd_status(call: Call, conf: IpipConf) -> None:
                 " only for an address the node routes out of another link (give the node a"
                 " default route)",
             )
-    if conf.ip_masq and _nft_missing():
-        raise CniError(Code.NOT_AVAILABLE, "ipMasq needs nftables: no nft on this node")
+    if conf.ip_masq:
+        from pycni.datapath import masquerade  # loaded only by networks that masquerade
+
+        masquerade.status()
     delegate.ipam(call, "STATUS")
 
 
@@ -264,12 +266,6 @@ def _routes_gateway_elsewhere(host: Rtnl) -> bool:
     only for such an address."""
     route = host.route_to(GATEWAY4)
     return route is not None and route.type == _RTN_UNICAST
-
-
-def _nft_missing() -> bool:
-    from pycni.datapath import masquerade
-
-    return masquerade.nft_path() is None
 
 
 def _list(value: object) -> list[object]:

@@ -20,9 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pycni.cni import registry
+
 COMMAND = "reconcile"
 HELP = "bring this node's VXLAN overlay or IPIP routes to exactly its peer set"
-PLUGIN_TYPES = ("pycni-vxlan", "pycni-ipip")
+# The plugins with a node reconciler (pycni.cni.registry), in the registry's order.
+PLUGIN_TYPES = tuple(entry.executable for entry in registry.PLUGINS if entry.reconciler)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from pycni.cni import jsonio, versions
+from pycni.cni import jsonio, registry, versions
 from pycni.cni.errors import CniError, Code, ConfigError, UnsupportedField
 from pycni.validators.formats import FORMATS, json_kind, member_path, shown
 
@@ -42,16 +42,10 @@ COMMAND = "validate"
 HELP = "check .conf/.conflist files against pycni's config schemas"
 
 ENVELOPE_SCHEMA = "netconf"
-# Which schema a plugin's config must satisfy: by the plugin's type, and by its ipam.type.
-PLUGIN_SCHEMAS = {
-    "pycni-host-local": "host-local",
-    "pycni-bandwidth": "bandwidth",
-    "pycni-bridge": "bridge",
-    "pycni-vxlan": "vxlan",
-    "pycni-ipip": "ipip",
-    "pycni-portmap": "portmap",
-}
-IPAM_SCHEMAS = {"pycni-host-local": "host-local"}
+# Which schema a plugin's config must satisfy (pycni.cni.registry): by the plugin's type, and,
+# for an IPAM plugin, by its ipam.type.
+PLUGIN_SCHEMAS = {entry.executable: entry.schema for entry in registry.PLUGINS}
+IPAM_SCHEMAS = {entry.executable: entry.schema for entry in registry.PLUGINS if entry.ipam}
 
 _TYPE_WORDS = {
     "string": "a string",

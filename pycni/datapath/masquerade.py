@@ -23,8 +23,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pycni.cni.ip import Prefix
 
-# Until plugins/bridge.py and plugins/ipip.py ask pycni.netlink.nftables themselves.
-nft_path = nftables.nft_path
+
+def status() -> None:
+    """What STATUS of a network that masquerades checks: nft is there to install the rules."""
+    if nftables.nft_path() is None:
+        from pycni.cni.errors import CniError, Code
+
+        raise CniError(Code.NOT_AVAILABLE, "ipMasq needs nftables: no nft on this node")
 
 
 def chain_name(network: str) -> str:

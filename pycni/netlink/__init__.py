@@ -17,10 +17,15 @@ its names the first time one is used, so a call that needs only `nftables` pays 
         pod.add_route(Prefix.parse("0.0.0.0/0"), gateway=IP.parse("10.22.0.1"))
 
 The layout:
-- `rtnl`       NetlinkSocket (the exchange any netlink protocol needs) and Rtnl: the
-               rtnetlink socket and every request (links, addresses, routes, neighbours, FDB,
-               qdiscs and filters: a tbf, the ingress qdisc, a u32 redirect to an IFB);
+- `socket`     NetlinkSocket: the exchange any netlink protocol needs (send, match the
+               answers by sequence number and port id, ack or the kernel's errno, dumps read
+               to their end and run again when interrupted);
+- `rtnl`       Rtnl: the rtnetlink socket and every request (links, addresses, routes,
+               neighbours, FDB, qdiscs and filters: a tbf, the ingress qdisc, a u32 redirect
+               to an IFB);
 - `conntrack`  Conntrack (ctnetlink): list connection-tracking entries, delete them;
+- `nftables`   the one module that speaks nftables: run a script atomically (one retry helper
+               for races), build scripts, read chains and sets over nfnetlink, typed elements;
 - `records`    Link (with VxlanInfo, IpipInfo, BridgeInfo, BridgePort), Address, Route,
                Neighbour, Qdisc (with TbfInfo), Filter;
 - `errors`     NetlinkError (exact errno), NetlinkNotFound, NetlinkExists, NamespaceNotFound;

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any, Self
 
-    from pycni.netlink.rtnl import NetlinkSocket
+    from pycni.netlink.socket import NetlinkSocket
 
 NFT_CANDIDATES = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft")
 NFT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -636,7 +636,7 @@ def _nfnetlink(netns: str | int | None) -> NetlinkSocket:
     """A NETLINK_NETFILTER socket on the exchange every pycni netlink protocol shares; its
     class is made the first time, so that importing this module does not load the exchange."""
     if NETLINK_NETFILTER not in _SOCKET_CLASS:
-        from pycni.netlink.rtnl import NetlinkSocket
+        from pycni.netlink.socket import NetlinkSocket
 
         class Nfnetlink(NetlinkSocket):
             PROTOCOL = NETLINK_NETFILTER
