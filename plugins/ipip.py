@@ -63,6 +63,12 @@ def parse_config(call: Call) -> IpipConf:
     return parse_conf(call.config)
 
 
+def reconcile(config: dict[str, object]) -> list[str]:
+    """`pycni reconcile`: this node's datapath (in the current namespace) brought to the peer
+    set of one plugin config (a plugin object with cniVersion and name); the changes made."""
+    return routed.reconcile(parse_conf(config).routing)
+
+
 def parse_conf(c: dict[str, object]) -> IpipConf:
     """The config of one network (a plugin object with cniVersion and name), validated."""
     schema.validate(c)

@@ -57,6 +57,12 @@ def parse_config(call: Call) -> VxlanConf:
     return parse_conf(call.config)
 
 
+def reconcile(config: dict[str, object]) -> list[str]:
+    """`pycni reconcile`: this node's datapath (in the current namespace) brought to the peer
+    set of one plugin config (a plugin object with cniVersion and name); the changes made."""
+    return overlay.reconcile(parse_conf(config).overlay)
+
+
 def parse_conf(c: dict[str, object]) -> VxlanConf:
     """The config of one network (a plugin object with cniVersion and name), validated."""
     schema.validate(c)

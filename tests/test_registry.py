@@ -222,6 +222,8 @@ def test_reconcile_and_the_agent_take_the_reconciler_rows() -> None:
         conflist = {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": row.executable}]}
         if row.reconciler:
             assert reconcile.network_config(conflist)["type"] == row.executable
+            # `pycni reconcile` calls the row's module: it must have the node reconciler
+            assert callable(getattr(importlib.import_module(row.module), "reconcile", None))
         else:
             with pytest.raises(ValueError, match="has no"):
                 reconcile.network_config(conflist)

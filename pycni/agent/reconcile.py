@@ -56,17 +56,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def reconcile_plugin(plugin: dict[str, Any]) -> list[str]:
-    """Reconcile with one plugin config (either type; the plugin parses it, the datapath
-    reconciles); the changes made."""
-    if plugin.get("type") == "pycni-ipip":
-        from pycni.datapath import routed
-        from pycni.plugins import ipip
+    """Reconcile with one plugin config (a `reconciler` row of the registry: its module parses
+    the config, `reconcile` there brings the node's datapath to it); the changes made."""
+    import importlib
 
-        return routed.reconcile(ipip.parse_conf(plugin).routing)
-    from pycni.datapath import overlay
-    from pycni.plugins import vxlan
+    from pycni.cni import registry
 
-    return overlay.reconcile(vxlan.parse_conf(plugin).overlay)
+    entry = registry.BY_EXECUTABLE[str(plugin.get("type"))]
+    module = importlib.import_module(entry.module)
+    changes: list[str] = module.reconcile(plugin)
+    return changes
 
 
 def network_config(document: Any) -> dict[str, Any]:
