@@ -8,7 +8,7 @@ Everything the CNI spec says about the invocation protocol lives here, once:
 - ADD's result is printed in the request's cniVersion; DEL, CHECK, STATUS and GC print nothing;
 - every exception becomes the spec's error JSON `{cniVersion, code, msg, details}` on stdout
   with exit status 1; diagnostics and tracebacks go to stderr and, if the config names one, to
-  `logFile`.
+  `logFile` (pycni.cni.log: the plugins' own diagnostics go there too).
 
 Plugins never read os.environ, print, or exit: `run` takes env and streams as values.
 """
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from pycni.cni import jsonio, versions
 from pycni.cni.errors import CniError, Code, ConfigError, EnvError, VersionError
+from pycni.cni.log import Log
 from pycni.cni.record import Record
 from pycni.cni.result import Result
 from pycni.validators import formats as schema_formats
@@ -119,6 +119,7 @@ def run(
         return 0
     error_version = versions.CURRENT
     log.context = command
+    log.activate()  # plugins and Rollback write through pycni.cni.log for the rest of the call
     try:
         if command not in VERBS:
             raise EnvError(
@@ -294,7 +295,7 @@ def _make_call(
         config=config,
         stdin=raw,
         prev_result=prev_result,
-        runtime_config=_object_or_empty(config, "runtimeConfig"),
+        runtime_config=_canonical_capabilities(_object_or_empty(config, "runtimeConfig")),
         args=_object_or_empty(config, "args"),
         valid_attachments=_valid_attachments(config) if command == "GC" else None,
         env=env,
@@ -338,6 +339,54 @@ def parse_cni_args(text: str, plugin_keys: tuple[str, ...] = ()) -> dict[str, st
     return pairs
 
 
+# Capability arguments as runtimes send them. containerd (go-cni, 1.6 to 2.1) declares
+# PortMapping, BandWidth, IPRanges and DNS without JSON tags, so it marshals them with Go's
+# field names ("HostPort", "IngressRate"); the Go plugins read them because encoding/json
+# matches field names case-insensitively. These are the conventions' spellings
+# (CONVENTIONS.md), and each capability's shape: "items" a list of objects, "object" one object,
+# "sets" a list of lists of objects.
+CAPABILITY_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "portMappings": ("items", ("hostPort", "containerPort", "protocol", "hostIP")),
+    "bandwidth": ("object", ("ingressRate", "ingressBurst", "egressRate", "egressBurst")),
+    "ipRanges": ("sets", ("subnet", "rangeStart", "rangeEnd", "gateway")),
+    "dns": ("object", ("servers", "searches", "options", "domain")),
+}
+
+
+def _canonical_capabilities(runtime_config: dict[str, object]) -> dict[str, object]:
+    """`runtime_config` with the known capabilities' keys in the conventions' spelling, matched
+    as Go matches them: an exact name, else the same letters in another case; of two that
+    match one field, the later wins (encoding/json's order). Rewritten in place, so the config
+    the plugin validates says the same. Keys that match no field are left for the schema."""
+    for capability, (shape, fields) in CAPABILITY_KEYS.items():
+        value = runtime_config.get(capability)
+        if shape == "object":
+            _canonical_keys(value, fields)
+            continue
+        for item in value if isinstance(value, list) else ():
+            if shape == "items":
+                _canonical_keys(item, fields)
+            elif isinstance(item, list):
+                for member in item:
+                    _canonical_keys(member, fields)
+    return runtime_config
+
+
+def _canonical_keys(obj: object, fields: tuple[str, ...]) -> None:
+    if not isinstance(obj, dict) or all(key in fields for key in obj):
+        return  # the common case (the conventions' spelling): nothing to do
+    folded = {name.lower(): name for name in fields}
+    out: dict[str, object] = {}
+    for key, value in obj.items():
+        name = (
+            key if key in fields else folded.get(key.lower(), key) if isinstance(key, str) else key
+        )
+        out.pop(name, None)  # the later of two spellings wins, and takes its place
+        out[name] = value
+    obj.clear()
+    obj.update(out)
+
+
 def _object_or_empty(config: dict[str, object], key: str) -> dict[str, object]:
     value = config.get(key)
     if value is None:
@@ -370,40 +419,3 @@ def _valid_attachments(config: dict[str, object]) -> list[Attachment]:
             raise ConfigError(f"{path}[{n}]", "expected an object with containerID and ifname")
         out.append(Attachment(item["containerID"], item["ifname"]))
     return out
-
-
-# --- diagnostics ---------------------------------------------------------------------------
-
-
-class Log:
-    """Diagnostics to stderr and, when the config names one, to an absolute `logFile`.
-    (Not `logging`: it imports `re`, `threading` and `traceback` on every start.)"""
-
-    def __init__(self, stderr: TextIO, plugin_name: str) -> None:
-        self._stderr = stderr
-        self._name = plugin_name
-        self._file: TextIO | None = None
-        self.context = ""
-
-    def open_file(self, path: object) -> None:
-        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
-            return
-        try:
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        except OSError as err:
-            self.write(f"cannot open logFile '{path}': {err}")
-
-    def write(self, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        line = f"{stamp} {self._name}[{os.getpid()}] {self.context}: {message}\n"
-        for stream in (self._stderr, self._file):
-            if stream is not None:
-                try:
-                    stream.write(line)
-                    stream.flush()
-                except (OSError, ValueError):
-                    pass
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()

@@ -10,8 +10,9 @@ from typing import Any, NamedTuple
 import pytest
 
 from pycni.lab.netns import Netns
-from pycni.netlink import AF_BRIDGE, AF_INET, AF_INET6, NetlinkNotFound, Rtnl, namespace, rtnl
+from pycni.netlink import AF_BRIDGE, AF_INET, AF_INET6, NetlinkNotFound, Rtnl, namespace
 from pycni.netlink import kernel as k
+from pycni.netlink import socket as netlink_socket
 from tests.support.netlink import (
     MSG_PEEK,
     crowded,
@@ -52,7 +53,7 @@ def test_dumps_of_300_links_and_300_routes_are_complete(netns: Netns) -> None:
             [f"route add 10.{100 + i // 200}.{i % 200}.0/24 via 10.1.0.1" for i in range(300)]
             + [f"route add fd10:{i:x}::/64 via fd00::1" for i in range(300)],
         )
-        sock = CountingSocket(namespace.socket_in_netns(netns.path, rtnl._new_socket))
+        sock = CountingSocket(namespace.socket_in_netns(netns.path, netlink_socket._new_socket))
         with Rtnl(netns=netns.path, sock=sock) as rt:  # type: ignore[arg-type]
             links = rt.links()
             assert len(links) == 303  # lo, v0, v1 and the bridges
@@ -176,7 +177,7 @@ def test_filtered_dumps_are_the_whole_dump_filtered_and_the_kernel_does_it(netns
 @pytest.mark.netns
 def test_the_kernel_does_the_filtering_of_a_strict_dump(netns: Netns) -> None:
     """It sends a fraction of the bytes of the whole dump."""
-    sock = CountingSocket(namespace.socket_in_netns(netns.path, rtnl._new_socket))
+    sock = CountingSocket(namespace.socket_in_netns(netns.path, netlink_socket._new_socket))
     with crowded(netns) as (v0, _), Rtnl(netns=netns.path, sock=sock) as rt:  # type: ignore[arg-type]
         before = sock.received
         rt.routes()

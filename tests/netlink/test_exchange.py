@@ -8,8 +8,9 @@ import errno
 
 import pytest
 
-from pycni.netlink import NetlinkError, rtnl, wire
+from pycni.netlink import NetlinkError, wire
 from pycni.netlink import kernel as k
+from pycni.netlink import socket as netlink_socket
 from tests.support.netlink import (
     PORT,
     expect,
@@ -52,7 +53,7 @@ def test_a_dump_interrupted_every_time_fails_with_eintr() -> None:
     with pytest.raises(NetlinkError, match=r"list links.*interrupted") as caught:
         rt.links()
     assert caught.value.errno == errno.EINTR
-    assert len(sock.sent) == rtnl.DUMP_ATTEMPTS
+    assert len(sock.sent) == netlink_socket.DUMP_ATTEMPTS
 
 
 def test_answers_to_other_requests_and_ports_are_skipped() -> None:

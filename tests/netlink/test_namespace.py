@@ -16,7 +16,8 @@ import pytest
 
 from pycni.cni.errors import Code, NotFound
 from pycni.lab.netns import Netns
-from pycni.netlink import NamespaceError, NamespaceNotFound, NetlinkExists, Rtnl, namespace, rtnl
+from pycni.netlink import NamespaceError, NamespaceNotFound, NetlinkExists, Rtnl, namespace
+from pycni.netlink import socket as netlink_socket
 from tests.support.netlink import ip_names
 
 
@@ -131,7 +132,7 @@ def test_entering_a_namespace_moves_only_the_calling_thread(netns: Netns) -> Non
     def factory() -> Any:
         seen["during"] = os.readlink("/proc/thread-self/ns/net")
         seen["main thread during"] = os.readlink(f"/proc/self/task/{os.getpid()}/ns/net")
-        return rtnl._new_socket()
+        return netlink_socket._new_socket()
 
     def worker() -> None:
         namespace.socket_in_netns(netns.path, factory).close()

@@ -20,7 +20,7 @@ from pycni.lab.netns import Netns
 from pycni.lab.runtime import PluginError
 from pycni.lab.testbed import Pod
 from tests.support.calls import assert_deleted_again, assert_refused, taken_default_route
-from tests.support.capture import assert_not_encapsulated, capture
+from tests.support.capture import assert_not_encapsulated, capture, kernel_has_ipip
 from tests.support.cluster import cross_node_matrix, one_pod_per_node
 from tests.support.paths import REPO
 
@@ -32,20 +32,6 @@ PROTO = "112"  # the peer routes' protocol
 @pytest.fixture
 def never(cluster_factory: Callable[..., Cluster]) -> Cluster:
     return cluster_factory(3, datapath="ipip", encapsulation="Never")
-
-
-def kernel_has_ipip() -> bool:
-    """Whether this kernel creates IPIP devices (in a throwaway namespace)."""
-    from pycni.lab import netns as netns_mod
-
-    ns = netns_mod.create("ipipprobe")
-    try:
-        done = ns.run(
-            ["ip", "link", "add", "t0", "type", "ipip", "local", "192.0.2.1"], check=False
-        )
-        return done.returncode == 0
-    finally:
-        ns.delete()
 
 
 def lines(text: str) -> list[str]:

@@ -4,7 +4,8 @@
         connectivity.probe(...)
     assert_ipip_encapsulated(seen.packets, pod_addresses)
 
-Works on any kernel (the host's too, e.g. to show that a direct route does not encapsulate).
+Works on any kernel (the host's too, e.g. to show that a direct route does not encapsulate);
+kernel_has_ipip() says whether the kernel can make IPIP devices at all (the host's cannot).
 tcpdump writes a pcap file, every packet as it comes; stopping it (SIGINT, by PID) flushes it.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pycni.lab import netns as netns_mod
 from pycni.lab.netns import Netns
 
 IPPROTO_IPIP = 4
@@ -157,3 +159,15 @@ def assert_not_encapsulated(packets: list[Packet], pod_addresses: Collection[str
     assert not tunnelled, f"IP protocol 4 packets on a direct route:\n{listing}"
     bare = [p for p in packets if p.src in pods or p.dst in pods]
     assert bare, f"no packet of the pods {sorted(pods)} crossed this link:\n{listing}"
+
+
+def kernel_has_ipip() -> bool:
+    """Whether this kernel creates IPIP devices (in a throwaway namespace)."""
+    ns = netns_mod.create("ipipprobe")
+    try:
+        done = ns.run(
+            ["ip", "link", "add", "t0", "type", "ipip", "local", "192.0.2.1"], check=False
+        )
+        return done.returncode == 0
+    finally:
+        ns.delete()

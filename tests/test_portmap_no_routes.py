@@ -1,0 +1,31 @@
+"""pycni-portmap's route_localnet step in a node namespace without a single IPv4 route.
+
+/proc/net/route is then empty (not even its header line): reading it must find no interface,
+not end the ADD with internal error 100 (StopIteration).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from pycni.lab import netns
+
+pytestmark = pytest.mark.netns
+
+
+def test_route_localnet_step_with_an_empty_route_table() -> None:
+    ns = netns.create("pm_noroute")
+    try:
+        assert ns.run(["cat", "/proc/net/route"]).stdout == ""
+        code = (
+            "from pycni.cni.ip import IP\n"
+            "from pycni.plugins import portmap\n"
+            "portmap._enable_route_localnet(IP.parse('10.1.0.2'))\n"
+            "print('done')\n"
+        )
+        done = ns.run([sys.executable, "-c", code], check=False)
+        assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
+    finally:
+        ns.delete()
