@@ -16,8 +16,11 @@ fixtures (`pytest_plugins`). One module per concern:
     cluster       pods and probes across an emulated cluster's nodes
     flock         another process holding flock(2) on a file
     netlink       independent views of the kernel (ip -j, pyroute2) and a scripted netlink socket
-    capture       packets captured on a link (tcpdump), for proofs of encapsulation
+    capture       packets captured on a link (tcpdump), for proofs of encapsulation; whether
+                  the kernel makes IPIP devices at all (kernel_has_ipip)
     kube_replay   a stand-in Kubernetes API server for the node agent
+    cri           containerd's CRI as the kubelet drives it: a containerd of the test's own in
+                  a node namespace, a pause image built here, a small CRI client
     hostile       hostile stdin and CNI_* for any plugin, and the outcome the spec allows
     validators    the generated and the jsonschema validators held to the same verdict
     bandwidth     pycni-bandwidth's conflist and the kernel's tc state, as its tests read them

@@ -2,13 +2,13 @@
 clusters still run (containerd 1.6/1.7 vendor libcni 1.1.x, which ignores `cniVersions` and
 cannot parse a 1.1.0 result).
 
-Debian's containerd 1.6.20 (built against libcni 1.1.2) runs inside a namespace standing in for
-a kind node (tests/cri.py), with conf/kind/00-pycni-bridge.conflist as its only CNI config (the
-IPAM dataDir moved off the host) and the frozen plugins plus the reference `loopback` as its CNI
-bin dir. Through CRI, as the kubelet calls it: RunPodSandbox (containerd runs loopback, then
+Debian's containerd 1.6.20 (built against libcni 1.1.2) runs inside a namespace standing in for a
+kind node (tests/support/cri.py), with conf/kind/00-pycni-bridge.conflist as its only CNI config
+(the IPAM dataDir moved off the host) and the frozen plugins plus the reference `loopback` as its
+CNI bin dir. Through CRI, as the kubelet calls it: RunPodSandbox (containerd runs loopback, then
 pycni-bridge -> pycni-host-local, then pycni-portmap), PodSandboxStatus (the pod IP containerd
-parsed from pycni's result), StopPodSandbox (DEL with the netns), RemovePodSandbox (containerd's
-DEL without one). What the kernel and the lease store show is checked after each.
+parsed from pycni's result), StopPodSandbox (DEL with the netns), RemovePodSandbox (containerd's DEL
+without one). What the kernel and the lease store show is checked after each.
 
 The pod asks for no hostPort: containerd (go-cni, 1.6 to 2.1) sends `portMappings` with Go's
 field names (`HostPort`, `ContainerPort`, `Protocol`, `HostIP`; the reference portmap reads them
@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from pycni.lab import netns as netns_mod
-from tests import cri
+from tests.support import cri
 from tests.support.ci import unavailable
 from tests.support.leftovers import is_address
 from tests.support.paths import REPO

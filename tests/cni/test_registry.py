@@ -24,9 +24,8 @@ import pytest
 from pycni.agent import agent, reconcile
 from pycni.cni import delegate, registry
 from pycni.conformance import validate
-from tests.support import plugin_table
+from tests.support.paths import REPO, plugin_table
 
-REPO = Path(__file__).resolve().parent.parent
 ROWS = registry.PLUGINS
 
 

@@ -19,8 +19,8 @@ from pycni.cni.ip import IP
 from pycni.lab import netns as netns_mod
 from pycni.netlink import nftables as nft
 from pycni.netlink.nftables import Element, Owner, Script, SetSpec, Table, Verdict
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 HEADERS = Path("/usr/include/linux")
 
 HOSTPORTS = SetSpec("hostports", (nft.NF_PROTO, nft.INET_PROTO, nft.INET_SERVICE), nft.VERDICT)

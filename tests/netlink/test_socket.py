@@ -1,7 +1,7 @@
 """pycni.netlink.socket's `ignore_not_found`: the one spelling of a delete's `missing_ok`.
 
 The exchange itself (sequence numbers, ports, acks, interrupted dumps) is tested through Rtnl
-with a scripted socket in tests/test_netlink.py; this is the helper every delete shares.
+with a scripted socket in tests/netlink/test_exchange.py; this is the helper every delete shares.
 """
 
 from __future__ import annotations
