@@ -3,60 +3,20 @@ kernel's uapi headers in /usr/include/linux (linux-libc-dev)."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
 from pycni.netlink import kernel as k
-from tests.support.ci import unavailable
-
-HEADERS = Path("/usr/include/linux")
-
-
-def _header_values() -> dict[str, int]:
-    """Enumerators and numeric #defines of the headers the tables come from."""
-    values: dict[str, int] = {}
-    for name in ("netlink.h", "rtnetlink.h", "if_link.h", "if_tunnel.h", "veth.h", "if_addr.h",
-                 "neighbour.h", "if.h", "pkt_sched.h", "pkt_cls.h", "tc_act/tc_mirred.h",
-                 "if_ether.h", "netfilter/nfnetlink.h",
-                 "netfilter/nfnetlink_conntrack.h"):  # fmt: skip
-        text = re.sub(r"/\*.*?\*/", "", (HEADERS / name).read_text(), flags=re.S)
-        for define in re.finditer(r"#define\s+(\w+)\s+([^\n]*)", text):
-            number = _number(define.group(2), values)
-            if number is not None:
-                values.setdefault(define.group(1), number)
-        for body in re.findall(r"enum\s*\w*\s*\{(.*?)\}", text, flags=re.S):
-            current = -1
-            for raw in body.split(","):
-                item = " ".join(
-                    line for line in raw.splitlines() if not line.strip().startswith("#")
-                )
-                found = re.match(r"\s*(\w+)\s*(?:=\s*(.+?))?\s*$", item)
-                if not found:
-                    continue
-                number = None if found.group(2) is None else _number(found.group(2), values)
-                current = current + 1 if number is None else number
-                values[found.group(1)] = current
-    return values
-
-
-def _number(text: str, known: dict[str, int]) -> int | None:
-    text = text.strip().strip("()").strip()
-    text = re.sub(r"(?<=[0-9a-fA-F])U$", "", text)  # 0xFFFFFFFFU
-    shift = re.fullmatch(r"1\s*<<\s*(\d+)", text)
-    if shift:
-        return 1 << int(shift.group(1))
-    if re.fullmatch(r"0x[0-9a-fA-F]+|\d+", text):
-        return int(text, 0)
-    return known.get(text)
+from tests.support import headers
 
 
 @pytest.fixture(scope="module")
 def header_values() -> dict[str, int]:
-    if not (HEADERS / "if_link.h").exists():
-        unavailable(f"{HEADERS} has no kernel headers: apt-get install linux-libc-dev")
-    return _header_values()
+    """Enumerators and numeric #defines of the headers the tables come from."""
+    return headers.header_values(
+        "netlink.h", "rtnetlink.h", "if_link.h", "if_tunnel.h", "veth.h", "if_addr.h",
+        "neighbour.h", "if.h", "pkt_sched.h", "pkt_cls.h", "tc_act/tc_mirred.h", "if_ether.h",
+        "netfilter/nfnetlink.h", "netfilter/nfnetlink_conntrack.h",
+    )  # fmt: skip
 
 
 def test_attribute_tables_match_the_kernel_headers(header_values: dict[str, int]) -> None:

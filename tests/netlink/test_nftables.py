@@ -19,9 +19,9 @@ from pycni.cni.ip import IP
 from pycni.lab import netns as netns_mod
 from pycni.netlink import nftables as nft
 from pycni.netlink.nftables import Element, Owner, Script, SetSpec, Table, Verdict
+from tests.support.ci import unavailable
+from tests.support.headers import header_values
 from tests.support.paths import REPO
-
-HEADERS = Path("/usr/include/linux")
 
 HOSTPORTS = SetSpec("hostports", (nft.NF_PROTO, nft.INET_PROTO, nft.INET_SERVICE), nft.VERDICT)
 BY_IP4 = SetSpec("by_ip4", (nft.IPV4_ADDR, nft.INET_PROTO, nft.INET_SERVICE), nft.VERDICT)
@@ -36,26 +36,10 @@ PORTS = SetSpec("ports", nft.INET_SERVICE)
 # --- the kernel's numbers ----------------------------------------------------------------------
 
 
-def _header_values() -> dict[str, int]:
-    values: dict[str, int] = {}
-    for name in ("netlink.h", "netfilter.h", "netfilter/nfnetlink.h", "netfilter/nf_tables.h"):
-        text = re.sub(r"/\*.*?\*/", "", (HEADERS / name).read_text(), flags=re.S)
-        for define in re.finditer(r"#define\s+(\w+)\s+\(?(-?(?:0x[0-9a-fA-F]+|\d+))\)?\s", text):
-            values.setdefault(define.group(1), int(define.group(2), 0))
-        for body in re.findall(r"enum\s*\w*\s*\{(.*?)\}", text, flags=re.S):
-            current = -1
-            for item in body.split(","):
-                found = re.match(r"\s*(\w+)\s*(?:=\s*(-?(?:0x[0-9a-fA-F]+|\d+)))?\s*$", item)
-                if found:
-                    current = current + 1 if found.group(2) is None else int(found.group(2), 0)
-                    values[found.group(1)] = current
-    return values
-
-
 def test_numbers_match_the_kernel_headers() -> None:
-    if not (HEADERS / "netfilter" / "nf_tables.h").exists():
-        pytest.skip(f"{HEADERS} has no netfilter headers (linux-libc-dev)")
-    headers = _header_values()
+    headers = header_values(
+        "netlink.h", "netfilter.h", "netfilter/nfnetlink.h", "netfilter/nf_tables.h"
+    )
     ours = {
         name: value
         for name, value in vars(nft).items()
@@ -271,7 +255,7 @@ def nft_in(
     as the only candidate), so run/commit act there, never on the host's ruleset."""
     real = nft.nft_path()
     if real is None:
-        pytest.skip("nft is not installed (packaging/setup.sh installs nftables)")
+        unavailable("nft is not installed (packaging/setup.sh installs nftables)")
     wrapper = tmp_path / "nft"
     wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {netns.name} {real} "$@"\n')
     wrapper.chmod(0o755)

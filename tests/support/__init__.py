@@ -16,6 +16,7 @@ fixtures (`pytest_plugins`). One module per concern:
     cluster       pods and probes across an emulated cluster's nodes
     flock         another process holding flock(2) on a file
     netlink       independent views of the kernel (ip -j, pyroute2) and a scripted netlink socket
+    headers       the kernel's uapi headers' numbers, which pycni's netlink tables must match
     capture       packets captured on a link (tcpdump), for proofs of encapsulation; whether
                   the kernel makes IPIP devices at all (kernel_has_ipip)
     kube_replay   a stand-in Kubernetes API server for the node agent
