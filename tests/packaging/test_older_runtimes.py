@@ -24,10 +24,7 @@ peers are all on the node's own subnet, so no tunnel is needed.)"""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
 from pathlib import Path
@@ -36,20 +33,16 @@ from typing import Any
 import pytest
 
 from pycni.agent import agent as agent_mod
-from pycni.lab import netns as netns_mod
 from pycni.lab.cluster import Cluster, ClusterNode
+from pycni.lab.netns import Netns
 from tests.support.capture import kernel_has_ipip
-from tests.support.ci import unavailable
+from tests.support.cnitool import CniTool, cache_entry, installed
 from tests.support.kube_replay import kind_node
-from tests.support.leftovers import is_address
-from tests.support.paths import REPO
+from tests.support.leftovers import leftovers
+from tests.support.paths import EXAMPLES, KIND
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
-CNITOOL = REPO / "build" / "cnitool"
-RESULTS = Path("/var/lib/cni/results")  # cnitool 1.1.2's cache: not configurable
-KIND = REPO / "conf" / "kind"
-EXAMPLES = REPO / "conf" / "examples"
 SHIPPED = sorted(KIND.glob("*.conflist")) + sorted(EXAMPLES.glob("*.conflist"))
 # need an IPIP tunnel on any kernel (see the module's docstring)
 NEEDS_IPIP = {
@@ -85,13 +78,6 @@ def test_every_shipped_conflist_is_driven() -> None:
 @pytest.fixture(scope="module")
 def has_ipip() -> bool:
     return kernel_has_ipip()
-
-
-@pytest.fixture
-def cnitool_path() -> Path:
-    if not CNITOOL.exists():
-        unavailable(f"{CNITOOL} missing: run packaging/cnitool.sh (setup.sh does)")
-    return CNITOOL
 
 
 def datapath_of(conflist: dict[str, Any]) -> str:
@@ -146,77 +132,16 @@ def conflist_for(case: Case, cluster: Cluster, member: ClusterNode) -> dict[str,
     return written
 
 
-@dataclass
-class CniTool:
-    """cnitool run inside a node, as a runtime on that node runs it."""
-
-    path: Path
-    bundle: Path
-    member: ClusterNode
-    net_dir: Path
-    capability_args: dict[str, Any]
-
-    def __call__(
-        self, verb: str, network: str, pod: netns_mod.Netns
-    ) -> subprocess.CompletedProcess[str]:
-        env = {
-            "NETCONFPATH": str(self.net_dir),
-            "CNI_PATH": f"{self.bundle}:/usr/lib/cni",
-            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",  # the reference portmap runs iptables
-        }
-        if self.capability_args:
-            env["CAP_ARGS"] = json.dumps(self.capability_args)
-        return subprocess.run(
-            ["nsenter", f"--net={self.member.node.ns.path}", str(self.path), verb, network,
-             pod.path],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-
-    def ok(self, verb: str, network: str, pod: netns_mod.Netns) -> str:
-        done = self(verb, network, pod)
-        assert done.returncode == 0, (
-            f"cnitool {verb} {network}: exit {done.returncode}: {done.stdout} {done.stderr}"
-        )
-        return done.stdout
-
-
 def subnets_of(conflist: dict[str, Any]) -> list[IPv4Network | IPv6Network]:
     ranges = conflist["plugins"][0]["ipam"]["ranges"]
     return [ip_network(r["subnet"]) for range_set in ranges for r in range_set]
 
 
-def cache_entry(network: str, pod: netns_mod.Netns) -> Path:
-    """cnitool 1.1.2's container ID is "cnitool-" + the first 10 bytes of sha512(netns path)."""
-    container_id = "cnitool-" + hashlib.sha512(pod.path.encode()).digest()[:10].hex()
-    return RESULTS / f"{network}-{container_id}-eth0"
-
-
-def leftovers(member: ClusterNode) -> list[str]:
-    """What DEL must have removed on the node: pod veths and leases."""
-    links = member.node.ns.ip_json("link", "show", "type", "veth")
-    left = [f"veth {link['ifname']}" for link in links if link["ifname"] != "eth0"]
-    networks = member.node.state_dir / "networks"
-    left += [
-        f"lease {p.name}"
-        for p in (networks.rglob("*") if networks.exists() else [])
-        if p.is_file() and is_address(p.name)
-    ]
-    return left
-
-
-@pytest.fixture
-def pod() -> Iterator[netns_mod.Netns]:
-    ns = netns_mod.create("oldrt")
-    try:
-        yield ns
-    finally:
-        ns.delete()
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_libcni_1_1_runs_the_conflist(
-    bundle: Path, cnitool_path: Path, has_ipip: bool, pod: netns_mod.Netns, case: Case
+    bundle: Path, has_ipip: bool, pod_ns: Netns, case: Case
 ) -> None:
+    installed()
     template = json.loads(case.path.read_text())
     with Cluster.create(2, bundle, datapath=datapath_of(template)) as cluster:
         member = node_for(case, cluster)
@@ -229,35 +154,33 @@ def test_libcni_1_1_runs_the_conflist(
         # Debian's 1.1.1 fails CHECK on a dual-stack pod, looking for the IPv4 mapping's rules
         # in the ip6tables nat table -- its bug, and no version question.
         has_portmap = any(p["type"] == "pycni-portmap" for p in conflist["plugins"])
-        cnitool = CniTool(
-            cnitool_path, bundle, member, net_dir, PORT_MAPPINGS if has_portmap else {}
-        )
-        entry = cache_entry(network, pod)
+        cnitool = CniTool(member.node.ns, net_dir, bundle, PORT_MAPPINGS if has_portmap else {})
+        entry = cache_entry(network, pod_ns)
         try:
             if case.path in NEEDS_IPIP and not has_ipip:
-                refused = cnitool("add", network, pod)
+                refused = cnitool("add", network, pod_ns)
                 assert refused.returncode != 0, refused.stdout
                 assert "modprobe ipip" in refused.stderr, refused.stderr
                 assert "unsupported CNI result version" not in refused.stderr
-                cnitool.ok("del", network, pod)  # what a runtime does after a failed ADD
-                assert leftovers(member) == []
+                cnitool.ok("del", network, pod_ns)  # what a runtime does after a failed ADD
+                assert leftovers(member.node) == []
                 return
 
-            result = json.loads(cnitool.ok("add", network, pod))
+            result = json.loads(cnitool.ok("add", network, pod_ns))
             assert result["cniVersion"] in LEGACY_RESULT_VERSIONS, result
             address = result["ips"][0]["address"]
             assert any(ip_interface(address).ip in s for s in subnets_of(conflist)), result
-            shown = pod.ip_json("addr", "show", "dev", "eth0")[0]["addr_info"]
+            shown = pod_ns.ip_json("addr", "show", "dev", "eth0")[0]["addr_info"]
             assert address in [f"{a['local']}/{a['prefixlen']}" for a in shown], shown
-            assert any(x.startswith("lease") for x in leftovers(member))
+            assert any(x.startswith("lease") for x in leftovers(member.node))
             assert entry.exists(), "libcni cached the ADD result"
 
-            cnitool.ok("check", network, pod)
-            cnitool.ok("del", network, pod)
-            assert leftovers(member) == []
+            cnitool.ok("check", network, pod_ns)
+            cnitool.ok("del", network, pod_ns)
+            assert leftovers(member.node) == []
             assert not entry.exists(), "libcni dropped its cache entry"
-            assert "eth0" not in pod.link_names()
+            assert "eth0" not in pod_ns.link_names()
         finally:
             if entry.exists():
-                cnitool("del", network, pod)
+                cnitool("del", network, pod_ns)
                 entry.unlink(missing_ok=True)

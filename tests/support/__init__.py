@@ -15,6 +15,7 @@ fixtures (`pytest_plugins`). One module per concern:
     leftovers     host-local's leases; what a node or a process leaves behind
     cluster       pods and probes across an emulated cluster's nodes
     flock         another process holding flock(2) on a file
+    cnitool       the CNI project's reference client (libcni 1.1.2) run inside a node
     netlink       independent views of the kernel (ip -j, pyroute2) and a scripted netlink socket
     headers       the kernel's uapi headers' numbers, which pycni's netlink tables must match
     capture       packets captured on a link (tcpdump), for proofs of encapsulation; whether
