@@ -29,16 +29,16 @@ from pathlib import Path
 
 import pytest
 
-from pycni.lab import netns as netns_mod
+from pycni.lab.netns import Netns
 from tests.support import cri
 from tests.support.ci import unavailable
-from tests.support.leftovers import is_address
-from tests.support.paths import REPO
+from tests.support.leftovers import all_leases, pod_veths
+from tests.support.paths import KIND, REFERENCE
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
-CONFLIST = REPO / "conf" / "kind" / "00-pycni-bridge.conflist"
-LOOPBACK = Path("/usr/lib/cni/loopback")
+CONFLIST = KIND / "00-pycni-bridge.conflist"
+LOOPBACK = REFERENCE / "loopback"
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +59,10 @@ def state() -> Iterator[Path]:
 
 
 @pytest.fixture
-def node() -> Iterator[netns_mod.Netns]:
-    ns = netns_mod.create("crinode")
-    try:
-        ns.ip("link", "set", "lo", "up")
-        yield ns
-    finally:
-        ns.delete()
+def node_ns(netns: Netns) -> Netns:
+    """The kind node's namespace (the shared `netns`), its loopback up."""
+    netns.ip("link", "set", "lo", "up")
+    return netns
 
 
 def cni_dirs(bundle: Path, state: Path) -> tuple[Path, Path]:
@@ -85,16 +82,6 @@ def cni_dirs(bundle: Path, state: Path) -> tuple[Path, Path]:
     return bin_dir, conf_dir
 
 
-def leases(state: Path) -> list[str]:
-    networks = state / "networks"
-    found = networks.rglob("*") if networks.exists() else []
-    return sorted(p.name for p in found if p.is_file() and is_address(p.name))
-
-
-def pod_veths(node: netns_mod.Netns) -> list[str]:
-    return [link["ifname"] for link in node.ip_json("link", "show", "type", "veth")]
-
-
 def netns_path(status: cri.SandboxStatus) -> str:
     namespaces = status.info["runtimeSpec"]["linux"]["namespaces"]
     return str(next(n["path"] for n in namespaces if n["type"] == "network"))
@@ -109,10 +96,11 @@ def pod_addresses(pid: int) -> list[str]:
 
 
 def test_kind_bridge_conflist_under_containerd_1_6_cri(
-    bundle: Path, pause_image: Path, state: Path, node: netns_mod.Netns
+    bundle: Path, pause_image: Path, state: Path, node_ns: Netns
 ) -> None:
     bin_dir, conf_dir = cni_dirs(bundle, state)
-    daemon = cri.Containerd.start(node, state, bin_dir, conf_dir, pause_image)
+    network = json.loads(CONFLIST.read_text())["name"]
+    daemon = cri.Containerd.start(node_ns, state, bin_dir, conf_dir, pause_image)
     client = cri.RuntimeService(daemon.socket)
     pod_netns = ""
     try:
@@ -129,12 +117,12 @@ def test_kind_bridge_conflist_under_containerd_1_6_cri(
         assert status.ready, status
         assert ip_address(status.ip) in ip_network("10.244.0.0/24"), status
         assert status.ip in pod_addresses(status.info["pid"])
-        assert leases(state) == [status.ip]
-        assert len(pod_veths(node)) == 1
+        assert all_leases(state / "networks") == [f"{network}/{status.ip}"]
+        assert len(pod_veths(node_ns, node_veths=())) == 1
 
         client.stop_pod_sandbox(sandbox)  # DEL with the netns
-        assert leases(state) == []
-        assert pod_veths(node) == []
+        assert all_leases(state / "networks") == []
+        assert pod_veths(node_ns, node_veths=()) == []
         client.remove_pod_sandbox(sandbox)  # containerd's DEL without a netns
         with pytest.raises(Exception) as gone:
             client.pod_sandbox_status(sandbox)
