@@ -10,22 +10,18 @@ import sys
 
 import pytest
 
-from pycni.lab import netns
+from pycni.lab.netns import Netns
 
 pytestmark = pytest.mark.netns
 
 
-def test_route_localnet_step_with_an_empty_route_table() -> None:
-    ns = netns.create("pm_noroute")
-    try:
-        assert ns.run(["cat", "/proc/net/route"]).stdout == ""
-        code = (
-            "from pycni.cni.ip import IP\n"
-            "from pycni.plugins import portmap\n"
-            "portmap._enable_route_localnet(IP.parse('10.1.0.2'))\n"
-            "print('done')\n"
-        )
-        done = ns.run([sys.executable, "-c", code], check=False)
-        assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
-    finally:
-        ns.delete()
+def test_route_localnet_step_with_an_empty_route_table(netns: Netns) -> None:
+    assert netns.run(["cat", "/proc/net/route"]).stdout == ""
+    code = (
+        "from pycni.cni.ip import IP\n"
+        "from pycni.plugins import portmap\n"
+        "portmap._enable_route_localnet(IP.parse('10.1.0.2'))\n"
+        "print('done')\n"
+    )
+    done = netns.run([sys.executable, "-c", code], check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
