@@ -11,8 +11,6 @@ then the frozen plugins driven with containerd's spelling.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +18,8 @@ import pytest
 from pycni.cni import skel
 from pycni.lab import connectivity
 from pycni.lab.testbed import Node
+from tests.support import conflists
+from tests.support.netlink import uplink
 
 NODE4 = "172.31.0.2"
 MBIT = 1_000_000
@@ -98,40 +98,21 @@ def test_the_call_carries_the_canonical_config() -> None:
     assert isinstance(runtime_config, dict) and runtime_config["portMappings"] == expected
 
 
-def kubenet(*chained: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "cniVersion": "1.0.0",
-        "name": "kubenet",
-        "plugins": [
-            {
-                "type": "pycni-bridge",
-                "bridge": "cbr0",
-                "isGateway": True,
-                "isDefaultGateway": True,
-                "ipam": {"type": "pycni-host-local", "ranges": [[{"subnet": "10.62.0.0/24"}]]},
-            },
-            *chained,
-        ],
-    }
+def conflist(*chained: dict[str, Any]) -> dict[str, Any]:
+    return conflists.kubenet("1.0.0", ["10.62.0.0/24"], *chained)
 
 
 @pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
-    n = Node.create("gokeys", bundle)
-    try:  # the node's own address, on an uplink as a kind node's eth0
-        n.ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
-        n.ns.ip("addr", "add", f"{NODE4}/16", "dev", "eth0")
-        for link in ("eth0", "eth0-peer"):
-            n.ns.ip("link", "set", link, "up")
-        yield n
-    finally:
-        n.destroy()
+def node(node: Node) -> Node:
+    """The shared node, with its own address on an uplink as a kind node's eth0."""
+    uplink(node.ns, f"{NODE4}/16")
+    return node
 
 
 @pytest.mark.frozen
 @pytest.mark.netns
 def test_portmap_takes_containerds_host_ports(node: Node) -> None:
-    conf = node.conf(kubenet({"type": "pycni-portmap", "capabilities": {"portMappings": True}}))
+    conf = node.conf(conflist({"type": "pycni-portmap", "capabilities": {"portMappings": True}}))
     go_mappings = {
         "portMappings": [
             {"HostPort": 8080, "ContainerPort": connectivity.PORT, "Protocol": p, "HostIP": ""}
@@ -155,7 +136,7 @@ def test_portmap_takes_containerds_host_ports(node: Node) -> None:
 @pytest.mark.frozen
 @pytest.mark.netns
 def test_bandwidth_takes_containerds_rates(node: Node) -> None:
-    conf = node.conf(kubenet({"type": "pycni-bandwidth", "capabilities": {"bandwidth": True}}))
+    conf = node.conf(conflist({"type": "pycni-bandwidth", "capabilities": {"bandwidth": True}}))
     go_rates = {"bandwidth": {"IngressRate": 10 * MBIT, "IngressBurst": 200_000}}
     pod = node.add_pod("a", conf, capability_args=go_rates)
     (veth,) = [i["name"] for i in pod.result["interfaces"] if i["name"].startswith("veth")]

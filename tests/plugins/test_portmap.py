@@ -25,6 +25,7 @@ from pycni.lab.testbed import Node, Pod
 from pycni.netlink import nftables
 from pycni.plugins import portmap
 from tests.support.conflists import kubenet
+from tests.support.netlink import uplink
 from tests.support.paths import EXAMPLES
 from tests.support.storm import FULL
 from tests.support.validators import INTERESTING_STRINGS, assert_same_verdict, json_values
@@ -58,11 +59,7 @@ def mappings(host_port: int = HOST_PORT, **extra: Any) -> dict[str, Any]:
 @pytest.fixture
 def node(node: Node) -> Node:
     """The shared node, with its own addresses on an uplink as a kind node's eth0."""
-    node.ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
-    node.ns.ip("addr", "add", f"{NODE4}/16", "dev", "eth0")
-    node.ns.ip("addr", "add", f"{NODE6}/64", "dev", "eth0", "nodad")
-    for link in ("eth0", "eth0-peer"):
-        node.ns.ip("link", "set", link, "up")
+    uplink(node.ns, f"{NODE4}/16", f"{NODE6}/64")
     return node
 
 

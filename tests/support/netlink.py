@@ -2,8 +2,8 @@
 
 - `ip -j` and `bridge -j` inside a namespace (ip_link, ip_addresses, ip_routes, ...) and
   pyroute2 opened inside it (`pyroute`, `pyroute_errno`): the independent readers.
-- Namespaces set up for a test: `veth_up`, `routed`, `crowded` (many routes, addresses and
-  neighbours, for dumps and lookups).
+- Namespaces set up for a test: `uplink` (a node's eth0 with its addresses), `veth_up`,
+  `routed`, `crowded` (many routes, addresses and neighbours, for dumps and lookups).
 - A scripted netlink socket (`scripted`, `ScriptedSocket`) that answers each request with the
   datagrams a script returns, and the datagrams themselves (`nlmsg`, `nlmsg_ack`, ...);
   `decode_as` reads a request back with pyroute2's decoder.
@@ -100,6 +100,16 @@ def ip_batch(ns: Netns, lines: list[str]) -> None:
 def bridge_fdb(ns: Netns, dev: str) -> list[dict[str, Any]]:
     done = ns.run(["bridge", "-j", "fdb", "show", "dev", dev])
     return list(json.loads(done.stdout or "[]"))
+
+
+def uplink(ns: Netns, *addresses: str) -> None:
+    """An eth0 with the node's own `addresses` (CIDRs), as a kind node's: a veth whose peer
+    (eth0-peer) stays in the namespace, both up; IPv6 addresses without DAD."""
+    ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+    for address in addresses:
+        ns.ip("addr", "add", address, "dev", "eth0", *(["nodad"] if ":" in address else []))
+    for link in ("eth0", "eth0-peer"):
+        ns.ip("link", "set", link, "up")
 
 
 @contextmanager
