@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pycni.cni import jsonio
+from tests.support.interpreter import python_output
 
 json_values = st.recursive(
     st.none()
@@ -77,9 +78,6 @@ def test_dumps_refuses_nan_and_unknown_types() -> None:
 
 def test_errors_without_the_json_package_loaded() -> None:
     """On the call path nothing has imported `json`; _json still has to report bad input."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from pycni.cni import jsonio\n"
@@ -90,8 +88,4 @@ def test_errors_without_the_json_package_loaded() -> None:
         "    except jsonio.JSONError as err:\n"
         "        print(err)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert len(done.stdout.splitlines()) == 3
+    assert len(python_output(code).splitlines()) == 3

@@ -24,6 +24,7 @@ import pytest
 from pycni.agent import agent, reconcile
 from pycni.cni import delegate, registry
 from pycni.conformance import validate
+from tests.support.interpreter import python_output
 from tests.support.paths import REPO, plugin_table
 
 ROWS = registry.PLUGINS
@@ -145,16 +146,7 @@ def test_the_module_validates_with_the_rows_schema(row: Any) -> None:
         f"{validator} is missing: run packaging/gen_validator.py"
     )
     program = f"import sys, {row.module}\nprint({validator!r} in sys.modules)"
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True"], (
+    assert python_output(program).split() == ["True"], (
         f"importing {row.module} does not load {validator}: is the row's schema"
         f" ({row.schema!r}) the one the plugin validates its config with?"
     )

@@ -5,13 +5,11 @@ C half of ctypes."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from pycni.lab.netns import Netns
-from tests.support.paths import REPO
+from tests.support.interpreter import python_output
 
 FORBIDDEN = frozenset(
     (
@@ -40,16 +38,7 @@ FORBIDDEN = frozenset(
 
 def _modules_after(code: str) -> set[str]:
     """The modules loaded by `code` in a fresh `python -I -S` (nothing preloaded by site)."""
-    program = f"import sys\nsys.path.insert(0, {str(REPO)!r})\n{code}\nprint(*sorted(sys.modules))"
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", program],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return set(done.stdout.split())
+    return set(python_output(f"{code}\nprint(*sorted(sys.modules))", isolated=True).split())
 
 
 def _forbidden(modules: set[str]) -> list[str]:
@@ -69,16 +58,7 @@ def test_importing_netlink_with_site_adds_no_forbidden_module() -> None:
         "import sys\nbefore = set(sys.modules)\nimport pycni.netlink\npycni.netlink.Rtnl\n"
         "print(*sorted(set(sys.modules) - before))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    added = set(done.stdout.split())
+    added = set(python_output(program).split())
     assert "pycni.netlink.rtnl" in added
     assert not _forbidden(added), f"import pycni.netlink adds {_forbidden(added)}"
 

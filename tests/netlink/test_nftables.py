@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from pycni.netlink import nftables as nft
 from pycni.netlink.nftables import Element, Owner, Script, SetSpec, Table, Verdict
 from tests.support.ci import unavailable
 from tests.support.headers import header_values
-from tests.support.paths import REPO
+from tests.support.interpreter import python_output
 
 HOSTPORTS = SetSpec("hostports", (nft.NF_PROTO, nft.INET_PROTO, nft.INET_SERVICE), nft.VERDICT)
 BY_IP4 = SetSpec("by_ip4", (nft.IPV4_ADDR, nft.INET_PROTO, nft.INET_SERVICE), nft.VERDICT)
@@ -431,15 +429,13 @@ def test_commit_wins_the_race_for_a_key_another_chain_took(nft_in: netns_mod.Net
 # --- the start-up budget ------------------------------------------------------------------------
 
 BUDGET_DRIVER = r"""
-import sys
-sys.path.insert(0, sys.argv[1])
 before = set(sys.modules)
 from pycni.netlink import nftables as nft
 imported = set(sys.modules) - before
-nft.NFT_CANDIDATES = (sys.argv[2],)
+nft.NFT_CANDIDATES = (sys.argv[1],)
 nft.run(nft.Script(nft.TABLE).add_table().add_chain("c", comment="f00d"), "add")
 ran = set(sys.modules) - before
-with nft.Ruleset(sys.argv[3]) as ruleset:
+with nft.Ruleset(sys.argv[2]) as ruleset:
     assert ruleset.chain(nft.TABLE, "c").comment == "f00d"
 read = set(sys.modules) - before
 for name, modules in (("imported", imported), ("ran", ran), ("read", read)):
@@ -455,13 +451,8 @@ def test_importing_running_and_reading_load_only_what_they_need(
     """In a fresh interpreter as a frozen plugin starts (-I -S): importing the module loads no
     exchange and no codec; running nft loads pycni.cni.spawn and no `subprocess`; reading
     loads the netlink exchange. Nothing forbidden on the call path is ever loaded."""
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", BUDGET_DRIVER, str(REPO),
-         nft.NFT_CANDIDATES[0], nft_in.path],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    loaded = {line.split()[0]: set(line.split()[1:]) for line in done.stdout.splitlines()}
+    output = python_output(BUDGET_DRIVER, nft.NFT_CANDIDATES[0], nft_in.path, isolated=True)
+    loaded = {line.split()[0]: set(line.split()[1:]) for line in output.splitlines()}
     assert "pycni.netlink.nftables" in loaded["imported"]
     assert not {"pycni.netlink.wire", "pycni.cni.spawn", "struct"} & (
         loaded["imported"] - _package_modules()
@@ -473,20 +464,11 @@ def test_importing_running_and_reading_load_only_what_they_need(
 
 def _package_modules() -> set[str]:
     """What `import pycni.netlink` loads by itself (the package's own __init__)."""
-    program = (
-        "import sys; b = set(sys.modules); import pycni.netlink; print(*(set(sys.modules) - b))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); "
-         + program],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    return set(done.stdout.split())
+    program = "b = set(sys.modules); import pycni.netlink; print(*(set(sys.modules) - b))"
+    return set(python_output(program, isolated=True).split())
 
 
 LAZY_DRIVER = r"""
-import sys
-sys.path.insert(0, sys.argv[1])
 import pycni.netlink.nftables
 print(*sorted(m for m in sys.modules if m.startswith("pycni.netlink")))
 import pycni.netlink as package
@@ -500,11 +482,7 @@ print(*sorted(m for m in sys.modules if m.startswith("pycni.netlink")))
 
 def test_the_netlink_package_loads_a_name_when_it_is_first_used() -> None:
     """So that nftables' callers (portmap's DEL and STATUS) do not pay for rtnetlink."""
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", LAZY_DRIVER, str(REPO)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    first, then = (set(line.split()) for line in done.stdout.splitlines())
+    output = python_output(LAZY_DRIVER, isolated=True)
+    first, then = (set(line.split()) for line in output.splitlines())
     assert first == {"pycni.netlink", "pycni.netlink.nftables"}
     assert {"pycni.netlink.rtnl", "pycni.netlink.errors", "pycni.netlink.records"} <= then

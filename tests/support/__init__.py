@@ -27,6 +27,7 @@ fixtures (`pytest_plugins`). One module per concern:
     validators    the generated and the jsonschema validators held to the same verdict
     bandwidth     pycni-bandwidth's conflist and the kernel's tc state, as its tests read them
     wait          waiting, bounded, for a condition
+    interpreter   a program in a fresh interpreter (as a frozen plugin starts, or as typed)
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ helpers."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +12,7 @@ from jsonschema._utils import equal as jsonschema_equal  # type: ignore[import-u
 
 from pycni.cni.ip import IP, Prefix
 from pycni.validators import formats
-from tests.support.paths import REPO
+from tests.support.interpreter import python_output
 
 CNI_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")  # the spec's ^...$, with Go's `$`
 
@@ -158,17 +156,11 @@ def test_json_equal_is_jsonschemas_equality(one: object, two: object) -> None:
 def test_the_generated_validators_cost_no_heavy_import() -> None:
     """What a plugin pays for its config check: pycni modules and _socket, nothing heavy."""
     program = (
-        "import sys; before = set(sys.modules); sys.path.insert(0, sys.argv[1]);"
+        "before = set(sys.modules);"
         " import pycni.validators.host_local, pycni.validators.netconf;"
         " print(' '.join(sorted(set(sys.modules) - before)))"
     )
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", program, str(REPO)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    loaded = set(done.stdout.split())
+    loaded = set(python_output(program, isolated=True).split())
     assert {m for m in loaded if not m.startswith("pycni")} <= {"__future__", "_socket", "_json"}, (
         loaded
     )
