@@ -32,8 +32,11 @@ fixtures (`pytest_plugins`). One module per concern:
 
 from __future__ import annotations
 
-# What tests/support.py offered before it became this package, for tests written against it.
+# What the one-file support module offered before it became this package, for tests written
+# against it: branches made before the restructure import these names from tests.support.
+from tests.support.capture import kernel_has_ipip
 from tests.support.flock import flock_held
+from tests.support.leftovers import is_address
 from tests.support.paths import REPO, plugin_table
 
-__all__ = ["REPO", "flock_held", "plugin_table"]
+__all__ = ["REPO", "flock_held", "is_address", "kernel_has_ipip", "plugin_table"]

@@ -35,6 +35,16 @@ def leases(data_dir: Path, network: str) -> dict[str, bytes]:
     }
 
 
+def is_address(name: str) -> bool:
+    """Whether a file name is an IP address: a lease in host-local's store (beside it lie the
+    lock, last_reserved_ip.N and per-container index files)."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def all_leases(data_dir: Path) -> list[str]:
     """Every lease under a dataDir, of every network, as "network/address"."""
     networks = sorted(p.name for p in data_dir.iterdir() if p.is_dir()) if data_dir.is_dir() else []
