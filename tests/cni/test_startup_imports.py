@@ -9,7 +9,7 @@ environment and the config on stdin -- and then reads `sys.modules`.
 
 - No call may load a FORBIDDEN module (each costs milliseconds; see pycni/cni/jsonio.py, ip.py,
   record.py, errors.py). A plugin that needs one on its path (`subprocess` to exec an IPAM
-  delegate) says so in the third column of packaging/plugins.table.
+  delegate) says so in its row of the plugin registry, pycni/cni/registry.py (allowed_imports).
 - VERSION (the frozen executable's path: import the plugin, answer from a constant) may load no
   module outside pycni beyond what `import pycni.cni.skel` loads.
 
@@ -49,7 +49,7 @@ FORBIDDEN = {
     "asyncio": "~70 ms",
     "pyroute2": "150-280 ms",
     "jsonschema": "120-130 ms; use the generated pycni.validators",
-    "subprocess": "only for plugins that exec a delegate (plugins.table, third column)",
+    "subprocess": "only for plugins that exec a delegate (the registry's allowed_imports)",
     "traceback": "error paths only (pycni.cni.skel imports it on an unexpected failure)",
 }
 
@@ -196,7 +196,7 @@ def test_table_exceptions_name_forbidden_modules() -> None:
     for entry in PLUGINS:
         unknown = entry.allowed_imports - FORBIDDEN.keys()
         assert not unknown, (
-            f"packaging/plugins.table allows {entry.executable} {sorted(unknown)}, which are not"
+            f"pycni/cni/registry.py allows {entry.executable} {sorted(unknown)}, which are not"
             " budgeted here: list only names from FORBIDDEN"
         )
 

@@ -1,6 +1,6 @@
 """dist/cni/bin as an operator installs it and a runtime runs it.
 
-packaging/build.sh leaves there one executable per line of packaging/plugins.table, sharing
+packaging/build.sh leaves there one executable per row of pycni/cni/registry.py, sharing
 one frozen runtime (pycni-runtime/). A runtime execs a plugin with a bare environment, from
 wherever its working directory happens to be, often through a symlink, on nodes where /tmp is
 mounted noexec; operators copy the directory around. Each of those is tried here, with the

@@ -8,8 +8,8 @@ off the host (dataDir, peersFile). Per datapath: a pod with hostPort 8080 (kind'
 recipe binds hostPorts the same way) is reached through its node's address from the docker
 host and from a pod on the other node; pods reach each other by address; STATUS and CHECK pass;
 DEL leaves no veth, no lease and no hostPort element. `bridge` runs on one node (it has no
-cross-node routes: the README says single-node clusters only). `ipip-always` needs the ipip
-module, which this host's kernel lacks: there the STATUS and the ADD must refuse with code 50
+cross-node routes: docs/install-kind.md says single-node clusters only). `ipip-always` needs the
+ipip module, which this host's kernel lacks: there the STATUS and the ADD must refuse with code 50
 naming `modprobe ipip` (on a kernel with ipip, pods must talk as for the others)."""
 
 from __future__ import annotations
