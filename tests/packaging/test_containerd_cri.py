@@ -10,10 +10,10 @@ pycni-bridge -> pycni-host-local, then pycni-portmap), PodSandboxStatus (the pod
 parsed from pycni's result), StopPodSandbox (DEL with the netns), RemovePodSandbox (containerd's DEL
 without one). What the kernel and the lease store show is checked after each.
 
-The pod asks for no hostPort: containerd (go-cni, 1.6 to 2.1) sends `portMappings` with Go's
-field names (`HostPort`, `ContainerPort`, `Protocol`, `HostIP`; the reference portmap reads them
-case-insensitively), and pycni-portmap refuses them today ("$.runtimeConfig.portMappings[0]
-.hostPort: is required"). That is a bug of its own, not one of versions."""
+The pod asks for a hostPort, as a kubelet pod with `hostPort: 8080` does: containerd (go-cni,
+1.6 to 2.1) sends `portMappings` with Go's field names (`HostPort`, `ContainerPort`, `Protocol`,
+`HostIP`), which pycni reads as the Go plugins do (pycni.cni.skel); before that, every such pod
+failed with "$.runtimeConfig.portMappings[0].hostPort: is required"."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import pytest
 from pycni.lab.netns import Netns
 from tests.support import cri
 from tests.support.ci import unavailable
-from tests.support.leftovers import all_leases, pod_veths
+from tests.support.leftovers import all_leases, hostports, pod_veths
 from tests.support.paths import KIND, REFERENCE
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
@@ -108,7 +108,9 @@ def test_kind_bridge_conflist_under_containerd_1_6_cri(
         assert (name, version.split(".")[:2]) == ("containerd", ["1", "6"]), version
         uid = str(uuid.uuid4())
         try:
-            sandbox = client.run_pod_sandbox("web-0", uid, "default")
+            sandbox = client.run_pod_sandbox(
+                "web-0", uid, "default", [cri.PortMapping(container_port=80, host_port=8080)]
+            )
         except Exception as err:  # the kubelet's view: the CRI error, with CNI's message
             log = daemon.log()
             raise AssertionError(f"RunPodSandbox failed: {err}\ncontainerd log:\n{log}") from err
@@ -119,10 +121,16 @@ def test_kind_bridge_conflist_under_containerd_1_6_cri(
         assert status.ip in pod_addresses(status.info["pid"])
         assert all_leases(state / "networks") == [f"{network}/{status.ip}"]
         assert len(pod_veths(node_ns, node_veths=())) == 1
+        (mapped,) = hostports(node_ns)  # tcp 8080 -> the pod's chain, which DNATs to it
+        assert "'tcp', 8080]" in mapped, mapped
+        chain = mapped.split("'target': '")[1].split("'")[0]
+        rules = node_ns.run(["nft", "list", "chain", "inet", "pycni", chain]).stdout
+        assert f"{status.ip}:80" in rules, rules
 
         client.stop_pod_sandbox(sandbox)  # DEL with the netns
         assert all_leases(state / "networks") == []
         assert pod_veths(node_ns, node_veths=()) == []
+        assert hostports(node_ns) == []
         client.remove_pod_sandbox(sandbox)  # containerd's DEL without a netns
         with pytest.raises(Exception) as gone:
             client.pod_sandbox_status(sandbox)
