@@ -1,8 +1,9 @@
 """Data plane: TCP throughput between pods with iperf3, configurations interleaved run by run.
 
 - same node: two pods on one node on pycni-bridge, two on another node on the Go bridge (each
-  node a namespace, pods added through pycni.runtime as containerd adds them, pycni.testbed);
-- across nodes: a 2-node emulated cluster (pycni.cluster) on pycni-vxlan with the MTU it
+  node a namespace, pods added through pycni.lab.runtime as containerd adds them,
+  pycni.lab.testbed);
+- across nodes: a 2-node emulated cluster (pycni.lab.cluster) on pycni-vxlan with the MTU it
   derives from the underlay (1500 - 50), and a second such cluster whose pods get a naive 1500-byte
   MTU (`"mtu": 1500`): the overlay's packets then exceed the underlay's MTU and are
   fragmented.
@@ -24,7 +25,7 @@ from typing import Any
 
 from bench import plots
 from bench.common import GO_VERSION, Context, Outcome, Target, median
-from pycni.netns import Netns
+from pycni.lab.netns import Netns
 
 PORT = 5201
 
@@ -98,7 +99,7 @@ def _pods(node: Any, conflist: dict[str, Any], names: tuple[str, str]) -> Path2:
 
 @contextmanager
 def same_node(ctx: Context) -> Iterator[dict[str, Path2]]:
-    from pycni.testbed import Node
+    from pycni.lab.testbed import Node
 
     with ExitStack() as stack:
         paths = {}
@@ -133,7 +134,7 @@ def same_node(ctx: Context) -> Iterator[dict[str, Path2]]:
 
 @contextmanager
 def vxlan_clusters(ctx: Context) -> Iterator[dict[str, Path2]]:
-    from pycni.cluster import Cluster
+    from pycni.lab.cluster import Cluster
 
     with ExitStack() as stack:
         paths = {}

@@ -2,7 +2,7 @@
 is the Go `bridge` plugin with `host-local` on each node's pod CIDR, and a VXLAN device with a
 route, a neighbour and an FDB entry per remote node set by hand (what flanneld programs).
 
-Both run on 2-node emulated clusters (pycni.cluster): one running pycni-vxlan, one whose
+Both run on 2-node emulated clusters (pycni.lab.cluster): one running pycni-vxlan, one whose
 nodes get the Go bridge network and the hand-made VXLAN device.
 
 - vxlan: per-call latency and peak RSS of VERSION, ADD, CHECK, STATUS, DEL on node1 of each
@@ -92,7 +92,7 @@ def _flannel_overlay(members: list[Any]) -> int:
 def clusters(ctx: Context) -> Iterator[tuple[Any, Any, dict[str, Any], Path]]:
     """(the pycni-vxlan cluster, the Go bridge cluster with the hand-made overlay, each Go
     node's bridge conflist by name, a state dir)."""
-    from pycni.cluster import Cluster
+    from pycni.lab.cluster import Cluster
 
     with ExitStack() as stack:
         state = Path(tempfile.mkdtemp(prefix="pycni-bench-overlay-"))

@@ -3,7 +3,7 @@ same routed model: the Go `ptp` plugin with `host-local`, and the routes to the 
 pod CIDRs set by hand (`ip route add <pod CIDR> via <node IP>`, what kube-router or a cloud
 route controller programs).
 
-Both run on 2-node emulated clusters (pycni.cluster): one running pycni-ipip with
+Both run on 2-node emulated clusters (pycni.lab.cluster): one running pycni-ipip with
 `encapsulation: Never`, one whose nodes get the Go ptp network and the hand-made routes.
 
 - ipip: per-call latency and peak RSS of VERSION, ADD, CHECK, STATUS, DEL on node1 of each
@@ -34,12 +34,12 @@ NETWORK = "routed"
 
 def missing(ctx: Context) -> str | None:
     """Why the ipip suites cannot run here, or None."""
-    from pycni.cluster import Cluster
+    from pycni.lab.cluster import Cluster
 
     if not (ctx.bundle / "pycni-ipip").is_file():
         return "pycni-ipip is not in the bundle: it has not landed on this checkout"
     if "datapath" not in inspect.signature(Cluster.create).parameters:
-        return "pycni.cluster has no ipip datapath on this checkout"
+        return "pycni.lab.cluster has no ipip datapath on this checkout"
     return None
 
 
@@ -74,7 +74,7 @@ def single(conflist: dict[str, Any]) -> dict[str, Any]:
 def clusters(ctx: Context) -> Iterator[tuple[Any, Any, dict[str, Any], Path]]:
     """(the pycni-ipip Never cluster, the Go ptp cluster with hand-made routes, each Go
     node's ptp conflist by name, a state dir)."""
-    from pycni.cluster import Cluster
+    from pycni.lab.cluster import Cluster
 
     with ExitStack() as stack:
         state = Path(tempfile.mkdtemp(prefix="pycni-bench-routed-"))

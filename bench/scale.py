@@ -125,7 +125,7 @@ def _wave(impl: Plugin, verb: str, pods: int, workers: int, prefix: str) -> tupl
 
 
 def floor_suite(ctx: Context) -> Outcome:
-    from pycni.ip import IP, Prefix
+    from pycni.cni.ip import IP, Prefix
     from pycni.netlink import Rtnl
 
     pods = ctx.sizes.pods

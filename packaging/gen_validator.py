@@ -8,14 +8,15 @@
 
 Why: a plugin is a fresh process per CNI call, and jsonschema costs ~120 ms of start-up. The
 schemas stay the single source of truth (`pycni validate` checks files with jsonschema against
-them); the plugins run plain Python generated from them, which imports only pycni.errors and
-pycni.schema_formats.
+them); the plugins run plain Python generated from them, which imports only pycni.cni.errors and
+pycni.validators.formats.
 
 No drift: the generator knows a fixed set of keywords (SUPPORTED below). A schema that uses any
 other keyword is refused, loudly, rather than turned into code that silently ignores the rule.
 For each violation the generated `validate(doc)` raises, at the first one it meets:
-- pycni.errors.UnsupportedField (CNI code 2) for a key that `additionalProperties: false` forbids;
-- pycni.errors.ConfigError (code 7) for everything else,
+- pycni.cni.errors.UnsupportedField (CNI code 2) for a key that `additionalProperties: false`
+  forbids;
+- pycni.cni.errors.ConfigError (code 7) for everything else,
 with the JSON path of the bad value (e.g. `$.ipam.ranges[0][0].subnet`). Within a (sub)schema
 the checks run in this order: $ref, type, enum, const, string, number and array keywords, items,
 required, additionalProperties, properties (in the schema's order).
@@ -40,7 +41,7 @@ LINE_LENGTH = 100  # pyproject.toml [tool.ruff]
 if str(ROOT) not in sys.path:  # run as a script from a checkout: find pycni without installing
     sys.path.insert(0, str(ROOT))
 
-from pycni.schema_formats import FORMATS, member_path, shown  # noqa: E402
+from pycni.validators.formats import FORMATS, member_path, shown  # noqa: E402
 
 ANNOTATIONS = frozenset(
     ("$schema", "$id", "$comment", "title", "description", "default", "examples", "$defs")
@@ -186,7 +187,10 @@ class _Generator:
         self.constants: list[str] = []
         self.constant_names: dict[tuple[str, str], str] = {}  # (owner and kind, value) -> name
         self.made: dict[str, str] = {}  # schema location -> the function made for it
-        self.imports: dict[str, set[str]] = {"pycni.errors": set(), "pycni.schema_formats": set()}
+        self.imports: dict[str, set[str]] = {
+            "pycni.cni.errors": set(),
+            "pycni.validators.formats": set(),
+        }
         self.defs: dict[str, Any] = schema.get("$defs", {})
         self.def_functions: dict[str, str] = {}
         for name in self.defs:
@@ -335,7 +339,7 @@ class _Generator:
             raise SchemaError(
                 f"{self.source}: {where}: unknown format '{schema['format']}'; known: "
                 + ", ".join(FORMATS)
-                + " (add it to pycni/schema_formats.py)"
+                + " (add it to pycni/validators/formats.py)"
             )
         return schema
 
@@ -401,7 +405,7 @@ class _Generator:
         if not body:
             return []
         if kind == "number":
-            self._use("pycni.schema_formats", "is_json_number")
+            self._use("pycni.validators.formats", "is_json_number")
             test = f"is_json_number({var})"
         else:
             test = f"isinstance({var}, {kind})"
@@ -427,7 +431,7 @@ class _Generator:
         tests = [_TYPES[t][0].format(v=var) for t in types]
         for t in types:
             if t in ("number", "integer"):
-                self._use("pycni.schema_formats", f"is_json_{t}")
+                self._use("pycni.validators.formats", f"is_json_{t}")
         words = " or ".join(_TYPES[t][1] for t in types)
         if types == ["null"]:
             condition = f"{var} is not None"
@@ -435,29 +439,29 @@ class _Generator:
             condition = f"not {tests[0]}"
         else:
             condition = f"not ({' or '.join(tests)})"
-        self._use("pycni.schema_formats", "json_kind")
+        self._use("pycni.validators.formats", "json_kind")
         message = f'"expected {words}, found " + json_kind({var})'
         return [f"{indent}if {condition}:", *self._raise(indent + "    ", path, message)]
 
     def _enum(self, values: list[object], var: str, path: str, indent: str) -> list[str]:
         choices = ", ".join(shown(v) for v in values)
         message = _literal(f"must be one of {choices}; found ") + f" + shown({var})"
-        self._use("pycni.schema_formats", "shown")
+        self._use("pycni.validators.formats", "shown")
         if all(isinstance(v, str) for v in values):
             condition = f"{var} not in {_literal(tuple(values))}"
         else:
             constant = self._constant("ENUM", "[]", [_literal(v) for v in values])
-            self._use("pycni.schema_formats", "json_equal")
+            self._use("pycni.validators.formats", "json_equal")
             condition = f"not any(json_equal({var}, choice) for choice in {constant})"
         return [f"{indent}if {condition}:", *self._raise(indent + "    ", path, message)]
 
     def _const(self, value: object, var: str, path: str, indent: str) -> list[str]:
         message = _literal(f"must be {shown(value)}; found ") + f" + shown({var})"
-        self._use("pycni.schema_formats", "shown")
+        self._use("pycni.validators.formats", "shown")
         if isinstance(value, str):
             condition = f"{var} != {_literal(value)}"
         else:
-            self._use("pycni.schema_formats", "json_equal")
+            self._use("pycni.validators.formats", "json_equal")
             condition = f"not json_equal({var}, {_literal(value)})"
         return [f"{indent}if {condition}:", *self._raise(indent + "    ", path, message)]
 
@@ -480,7 +484,7 @@ class _Generator:
             lines += [f"{indent}if len({var}) > {n}:", *self._raise(indent + "    ", path, message)]
         if "format" in schema:
             function = FORMATS[schema["format"]].__name__
-            self._use("pycni.schema_formats", function)
+            self._use("pycni.validators.formats", function)
             lines += [
                 f"{indent}if (problem := {function}({var})) is not None:",
                 *self._raise(indent + "    ", path, "problem"),
@@ -494,7 +498,7 @@ class _Generator:
         for keyword, op, words in (("minimum", "<", "at least"), ("maximum", ">", "at most")):
             if keyword in schema:
                 bound = schema[keyword]
-                self._use("pycni.schema_formats", "shown")
+                self._use("pycni.validators.formats", "shown")
                 message = f'"must be {words} {shown(bound)}, found " + shown({var})'
                 lines += [
                     f"{indent}if {var} {op} {_literal(bound)}:",
@@ -542,8 +546,8 @@ class _Generator:
                 *self._raise(inner, _member(path, key), '"is required"'),
             ]
         if schema.get("additionalProperties") is False:
-            self._use("pycni.errors", "UnsupportedField")
-            self._use("pycni.schema_formats", "member_path")
+            self._use("pycni.cni.errors", "UnsupportedField")
+            self._use("pycni.validators.formats", "member_path")
             args = [f"member_path({path}, key)", f"{var}[key]"]
             report = _call_lines(inner, "raise UnsupportedField", args)
             if properties:
@@ -572,9 +576,9 @@ class _Generator:
     # -- helpers -----------------------------------------------------------------------------
 
     def _raise(self, indent: str, path: str, message: str) -> list[str]:
-        self._use("pycni.errors", "ConfigError")
+        self._use("pycni.cni.errors", "ConfigError")
         if "json_kind(" in message:
-            self._use("pycni.schema_formats", "json_kind")
+            self._use("pycni.validators.formats", "json_kind")
         return _call_lines(indent, "raise ConfigError", [path, message])
 
     def _use(self, module: str, name: str) -> None:

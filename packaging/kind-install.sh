@@ -15,7 +15,7 @@
 #      node: files renamed into place, never overwritten while containerd may run them);
 #   2. the frozen agent into /opt/pycni/agent, the template into /opt/pycni/conf;
 #   3. the node's conflist, the template filled with that node's pod CIDRs and InternalIP
-#      (pycni.agent.render_conflist, as the agent fills it), into /etc/cni/net.d under a
+#      (pycni.agent.agent.render_conflist, as the agent fills it), into /etc/cni/net.d under a
 #      temporary name, then renamed; other pycni datapaths' conflists removed;
 #   4. a systemd unit (kind nodes run systemd) that runs the agent with the kubelet's
 #      kubeconfig; enabled and restarted, so it survives a node restart.
@@ -72,7 +72,7 @@ say "reading the nodes of kind cluster '$name' (kubectl --context kind-$name)"
 PYTHONPATH=$repo python3 - "$scratch" "$template" >"$scratch/nodes.txt" <<'EOF'
 import json, sys
 from pathlib import Path
-from pycni.agent import NodeInfo, render_conflist
+from pycni.agent.agent import NodeInfo, render_conflist
 
 scratch, template = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())
 items = json.loads((scratch / "nodes.json").read_text())["items"]

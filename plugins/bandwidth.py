@@ -21,7 +21,10 @@ plugin's "bwp", so both can run on one node. Its alias, "pycni-bandwidth <networ
 
 from __future__ import annotations
 
-from pycni.errors import CniError, Code, ConfigError
+from pycni.cni.errors import CniError, Code, ConfigError
+from pycni.cni.record import Record
+from pycni.cni.result import Interface, Result
+from pycni.cni.rollback import Rollback
 from pycni.netlink import (
     TC_H_INGRESS,
     TC_H_ROOT,
@@ -31,15 +34,12 @@ from pycni.netlink import (
     Rtnl,
     tbf_buffer_ticks,
 )
-from pycni.record import Record
-from pycni.result import Interface, Result
-from pycni.rollback import Rollback
 from pycni.validators import bandwidth as schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pycni.cni.skel import Attachment, Call
     from pycni.netlink import Link, Qdisc
-    from pycni.skel import Attachment, Call
 
 NAME = "pycni-bandwidth"
 IFB_PREFIX = "pbw"

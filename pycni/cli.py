@@ -12,12 +12,12 @@ import argparse
 import importlib
 
 SUBCOMMANDS = (
-    "pycni.validate",
-    "pycni.demo",
+    "pycni.conformance.validate",
+    "pycni.lab.demo",
     "pycni.conformance",
-    "pycni.reconcile",
-    "pycni.agent",
-    "pycni.uml",
+    "pycni.agent.reconcile",
+    "pycni.agent.agent",
+    "pycni.lab.uml",
 )
 
 

@@ -16,16 +16,16 @@ The store does the I/O (ipam/host_local/store.py on disk, an in-memory one in th
 
 from __future__ import annotations
 
-from pycni.errors import CniError, Code
-from pycni.record import Record
+from pycni.cni.errors import CniError, Code
+from pycni.cni.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from pycni.ip import IP, Prefix
-    from pycni.plugin_api import LeaseStore
-    from pycni.skel import Attachment
+    from pycni.cni.ip import IP, Prefix
+    from pycni.cni.plugin import LeaseStore
+    from pycni.cni.skel import Attachment
 
 
 class Range(Record):

@@ -23,15 +23,15 @@ ranges do not overlap, a set holds one address family. Errors name the JSON path
 
 from __future__ import annotations
 
-from pycni.errors import ConfigError
-from pycni.ip import IP, Prefix
+from pycni.cni.errors import ConfigError
+from pycni.cni.ip import IP, Prefix
+from pycni.cni.record import Record
+from pycni.cni.result import DNS, Route, parse_ip, parse_prefix
 from pycni.ipam.host_local.allocator import Range
-from pycni.record import Record
-from pycni.result import DNS, Route, parse_ip, parse_prefix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pycni.skel import Call
+    from pycni.cni.skel import Call
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 
-from pycni.errors import CniError, Code
+from pycni.cni.errors import CniError, Code
+from pycni.cni.result import IPConfig, Result
 from pycni.ipam.host_local import allocator, config
 from pycni.ipam.host_local.store import DiskStore
-from pycni.result import IPConfig, Result
 from pycni.validators import host_local as schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pycni.cni.skel import Call
     from pycni.ipam.host_local.config import HostLocalConf
-    from pycni.skel import Call
 
 NAME = "pycni-host-local"
 CNI_ARGS_KEYS = ("IP",)

@@ -35,9 +35,9 @@ import fcntl
 import os
 import time
 
-from pycni.errors import TryAgainLater
-from pycni.ip import IP
-from pycni.skel import Attachment
+from pycni.cni.errors import TryAgainLater
+from pycni.cni.ip import IP
+from pycni.cni.skel import Attachment
 
 LOCK_TIMEOUT = 10.0  # seconds; then code 11 (try again later) naming the holder
 BOOT_ID = "/proc/sys/kernel/random/boot_id"

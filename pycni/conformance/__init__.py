@@ -134,15 +134,15 @@ def _run(args: argparse.Namespace, netconf: dict[str, object]) -> int:
 
 
 def _runtime_version(args: argparse.Namespace) -> str:
-    from pycni import versions
+    from pycni.cni import versions
 
     return args.runtime_cni_version or versions.CURRENT
 
 
 def _usage_problem(args: argparse.Namespace) -> str:
-    from pycni import versions
+    from pycni.cni import versions
     from pycni.conformance import checks
-    from pycni.runtime import NetconfError, load_network
+    from pycni.lab.runtime import NetconfError, load_network
 
     if not args.plugin_dir:
         return "give at least one --plugin-dir"

@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pycni import connectivity, versions
-from pycni import netns as netns_mod
+from pycni.cni import versions
 from pycni.conformance import nodestate
-from pycni.runtime import (
+from pycni.lab import connectivity
+from pycni.lab import netns as netns_mod
+from pycni.lab.runtime import (
     LEGACY_ATTACHMENTS_KEY,
     VALID_ATTACHMENTS_KEY,
     CniRuntimeError,

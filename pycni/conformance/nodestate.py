@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pycni import netns as netns_mod
+from pycni.lab import netns as netns_mod
 
 KINDS = (
     "link",

@@ -21,8 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pycni import netns as netns_mod
-from pycni import versions
+from pycni.cni import versions
 from pycni.conformance.checks import (
     FAIL_PLUGIN,
     FAIL_PLUGIN_SOURCE,
@@ -34,7 +33,8 @@ from pycni.conformance.checks import (
     Verdict,
     select,
 )
-from pycni.runtime import JSONObject, PluginError, load_network
+from pycni.lab import netns as netns_mod
+from pycni.lab.runtime import JSONObject, PluginError, load_network
 
 NODE_NETNS_PREFIX = "pycniconfnode"
 # The node's own address and default route (TEST-NET-1: never a real network). A routed plugin

@@ -6,7 +6,7 @@
   (extended ack, e.g. "Unknown device type") in parentheses when it gives one. It is a CniError
   (code 105, KERNEL), so one that a plugin lets through reaches the runtime as is.
 - `NetlinkNotFound`: the object a request names is not there. Which errnos mean that depends on
-  the request (see pycni.netlink's docstring); it is also a pycni.errors.NotFound, which DEL and
+  the request (see pycni.netlink's docstring); it is also a pycni.cni.errors.NotFound, which DEL and
   GC treat as success.
 - `NetlinkExists` (EEXIST): creating something that is already there.
 - `NamespaceNotFound`: a network namespace path that does not exist (code 3, "unknown
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from pycni.errors import CniError, Code, NotFound
+from pycni.cni.errors import CniError, Code, NotFound
 
 
 class NetlinkError(CniError):

@@ -44,7 +44,7 @@ from __future__ import annotations
 import errno
 import os
 
-from pycni.errors import Code
+from pycni.cni.errors import Code
 from pycni.netlink.errors import NamespaceError, NamespaceNotFound
 
 TYPE_CHECKING = False

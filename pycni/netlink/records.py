@@ -8,10 +8,10 @@ tables of pycni.netlink.kernel. Fields the kernel did not send are None.
 
 from __future__ import annotations
 
-from pycni.ip import IP, Prefix
+from pycni.cni.ip import IP, Prefix
+from pycni.cni.record import Record
 from pycni.netlink import kernel as k
 from pycni.netlink.wire import iter_attrs
-from pycni.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

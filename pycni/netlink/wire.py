@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 
-from pycni.ip import IP
+from pycni.cni.ip import IP
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -152,13 +152,13 @@ class HwAddr(Codec):
 
 
 class Address(Codec):
-    """An IPv4 (4 bytes) or IPv6 (16 bytes) address as a pycni.ip.IP, network byte order."""
+    """An IPv4 (4 bytes) or IPv6 (16 bytes) address as a pycni.cni.ip.IP, network byte order."""
 
     __slots__ = ()
 
     def encode(self, value: Any) -> bytes:
         if not isinstance(value, IP):
-            raise ValueError(f"expected a pycni.ip.IP, got {value!r}")
+            raise ValueError(f"expected a pycni.cni.ip.IP, got {value!r}")
         return value.packed
 
     def decode(self, data: memoryview) -> Any:

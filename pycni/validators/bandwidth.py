@@ -11,8 +11,8 @@ file is what the schema produces (`--check`). `validate(doc)` raises ConfigError
 
 from __future__ import annotations
 
-from pycni.errors import ConfigError
-from pycni.schema_formats import (
+from pycni.cni.errors import ConfigError
+from pycni.validators.formats import (
     abs_path_problem,
     cni_name_problem,
     is_json_integer,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pycni.errors import CniError, Code
-from pycni.ip import IP, Prefix
+from pycni.cni.errors import CniError, Code
+from pycni.cni.ip import IP, Prefix
+from pycni.cni.skel import Attachment
 from pycni.ipam.host_local import allocator
 from pycni.ipam.host_local.allocator import Range
-from pycni.skel import Attachment
 
 
 class MemoryStore:

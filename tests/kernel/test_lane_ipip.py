@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import pytest
 from pyroute2 import IPRoute
 
-from pycni import connectivity
-from pycni import netns as netns_mod
-from pycni.ip import IP, Prefix
+from pycni.cni.ip import IP, Prefix
+from pycni.lab import connectivity
+from pycni.lab import netns as netns_mod
+from pycni.lab.netns import Netns
 from pycni.netlink import Rtnl
-from pycni.netns import Netns
-from tests.kernel.capture import assert_ipip_encapsulated, capture
+from tests.support.capture import assert_ipip_encapsulated, capture
 
 
 def test_create_ipip_makes_the_tunnel_asked_for(netns: Netns) -> None:

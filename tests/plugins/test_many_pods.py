@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from pycni import netns as netns_mod
-from pycni.cluster import Cluster, ClusterNode
-from pycni.runtime import PluginError, Runtime
+from pycni.lab import netns as netns_mod
+from pycni.lab.cluster import Cluster, ClusterNode
+from pycni.lab.runtime import PluginError, Runtime
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 

@@ -7,11 +7,9 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,11 +18,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pycni import connectivity, masquerade, skel, spawn, versions
+from pycni.cni import skel, spawn, versions
+from pycni.lab import connectivity
+from pycni.lab.runtime import PluginError, invoke
+from pycni.lab.testbed import Node, Pod
+from pycni.netlink import nftables
 from pycni.plugins import portmap
-from pycni.runtime import PluginError, invoke
-from pycni.testbed import Node, Pod
-from tests.test_schema_validators import INTERESTING_STRINGS, json_values
+from tests.support.conflists import kubenet
+from tests.support.netlink import uplink
+from tests.support.paths import EXAMPLES
+from tests.support.storm import FULL
+from tests.support.validators import INTERESTING_STRINGS, assert_same_verdict, json_values
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -32,31 +36,15 @@ NODE4, NODE6 = "172.31.0.2", "fc00:31::2"
 GW4, GW6 = "10.61.0.1", "fd61::1"
 HOST_PORT = 8080
 # PYCNI_STRESS=full: 192 pods (the most that churn at once in the /24 with room to spare)
-STRESS_PODS = 192 if os.environ.get("PYCNI_STRESS") == "full" else 64
+STRESS_PODS = 192 if FULL else 64
 ICMP = [{"hostPort": 8, "containerPort": 1, "protocol": "icmp"}]
 UDP_8080 = {"portMappings": [{"hostPort": 8080, "containerPort": 18080, "protocol": "udp"}]}
 TCP_8080 = {"portMappings": [{"hostPort": 8080, "containerPort": 18080, "protocol": "tcp"}]}
 
 
 def conflist(version: str = "1.1.0", **portmap_keys: Any) -> dict[str, Any]:
-    return {
-        "cniVersion": version,
-        "name": "kubenet",
-        "plugins": [
-            {
-                "type": "pycni-bridge",
-                "bridge": "cbr0",
-                "isGateway": True,
-                "isDefaultGateway": True,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "pycni-host-local",
-                    "ranges": [[{"subnet": "10.61.0.0/24"}], [{"subnet": "fd61::/64"}]],
-                },
-            },
-            {"type": "pycni-portmap", "capabilities": {"portMappings": True}, **portmap_keys},
-        ],
-    }
+    chained = {"type": "pycni-portmap", "capabilities": {"portMappings": True}, **portmap_keys}
+    return kubenet(version, ["10.61.0.0/24", "fd61::/64"], chained, hairpinMode=True)
 
 
 def mappings(host_port: int = HOST_PORT, **extra: Any) -> dict[str, Any]:
@@ -69,17 +57,10 @@ def mappings(host_port: int = HOST_PORT, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
-    n = Node.create("node", bundle)
-    try:  # the node's own addresses, on an uplink as a kind node's eth0
-        n.ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
-        n.ns.ip("addr", "add", f"{NODE4}/16", "dev", "eth0")
-        n.ns.ip("addr", "add", f"{NODE6}/64", "dev", "eth0", "nodad")
-        for link in ("eth0", "eth0-peer"):
-            n.ns.ip("link", "set", link, "up")
-        yield n
-    finally:
-        n.destroy()
+def node(node: Node) -> Node:
+    """The shared node, with its own addresses on an uplink as a kind node's eth0."""
+    uplink(node.ns, f"{NODE4}/16", f"{NODE6}/64")
+    return node
 
 
 def ruleset(node: Node) -> str:
@@ -572,7 +553,7 @@ def test_a_del_without_mappings_does_no_netfilter_work(monkeypatch: pytest.Monke
     firewall through), whatever the prevResult holds."""
     touched: list[str] = []
     monkeypatch.setattr(spawn, "run", lambda *a, **k: touched.append("spawn"))
-    monkeypatch.setattr(masquerade, "chain_comment", touched.append)
+    monkeypatch.setattr(nftables, "Ruleset", touched.append)
     prev = {"cniVersion": "1.1.0", "ips": [{"address": "10.61.0.2/24"}]}
     runtime_configs: list[dict[str, Any]] = [{}, {"portMappings": []}]
     for runtime_config in runtime_configs:
@@ -600,9 +581,7 @@ def test_conformance_with_portmap_chained(bundle: Path, tmp_path: Path) -> None:
     from pycni.conformance import checks, runner
     from pycni.conformance.checks import Verdict
 
-    conf = json.loads(
-        (Path(__file__).parents[2] / "conf" / "examples" / "10-pycni-bridge.conflist").read_text()
-    )
+    conf = json.loads((EXAMPLES / "10-pycni-bridge.conflist").read_text())
     conf["plugins"][0]["ipam"]["dataDir"] = str(tmp_path / "ipam")
     conf["plugins"].append({"type": "pycni-portmap", "capabilities": {"portMappings": True}})
     plain = runner.run_suite([str(bundle)], conf)  # pods without hostPorts: pass-through
@@ -621,7 +600,7 @@ def test_kind_ingress_recipe_hostports_80_and_443_behind_the_node_address(bundle
     hostPorts 80 and 443 on a node of the docker network (the underlay, 172.18.0.0/16), where
     kind's `extraPortMappings` send the host's ports 80/443 (that last DNAT is docker's). Reached
     from the underlay (the docker host) and from a pod on another node, over the overlay."""
-    from pycni.cluster import Cluster
+    from pycni.lab.cluster import Cluster
 
     with Cluster.create(2, bundle) as cluster:
         node1, node2 = cluster.nodes["node1"], cluster.nodes["node2"]
@@ -687,9 +666,8 @@ PORTMAP_PATHS = [
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(PORTMAP_PATHS), json_values | st.sampled_from(INTERESTING_STRINGS))
 def test_portmap_validators_agree(path: tuple[Any, ...], value: object) -> None:
-    from pycni import validate
+    from pycni.conformance import validate
     from pycni.validators import portmap as generated
-    from tests.test_schema_validators import assert_same_verdict
 
     doc = copy.deepcopy(PORTMAP_DOC)
     node: Any = doc

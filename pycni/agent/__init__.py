@@ -1,0 +1,1 @@
+"""The long-lived node agent: the Kubernetes client, config and overlay reconciliation."""

@@ -1,0 +1,384 @@
+"""`pycni agent`: the node agent. Keeps this node's CNI config and overlay in step with the
+cluster's Node objects.
+
+    pycni agent --node-name NODE --template /pycni/conf/00-pycni-vxlan.conflist \\
+        [--kubeconfig /etc/kubernetes/kubelet.conf] [--conf-dir /etc/cni/net.d]
+
+At start and whenever this node's pod CIDRs change, it writes the node's conflist: the template
+with the IPAM ranges set to the node's spec.podCIDRs (and, for the overlays, localIP set to its
+InternalIP), into --conf-dir under the template's file name. If the template's plugin reads a
+`peersFile` (pycni-vxlan, pycni-ipip), the agent also writes that file: the other nodes' names,
+InternalIPs and pod CIDRs, in the format those plugins read; atomically (a temporary file
+renamed over it), and only when the peer set changes, each time followed by `pycni reconcile`
+of the conflist so routes, neighbours and tunnels follow without waiting for a pod ADD.
+
+Node objects come from the API server: list, then watch from the list's resourceVersion with
+bookmarks; a watch that expires (HTTP 410, or an ERROR event with code 410) is followed by a
+new list; any other failure by a retry with bounded exponential backoff. While the API server
+cannot be reached, the last good peer set stays in place, and the log says so. Credentials: a
+kubeconfig (--kubeconfig; on a kind node the kubelet's), else the pod's service account.
+
+With --once it lists the nodes, writes what it would write, and exits (an init container's step:
+status 1 while the node has no pod CIDR, so the kubelet retries it).
+
+SIGTERM or SIGINT ends it cleanly (exit status 0); the previous handlers are restored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pycni.cni import registry
+
+# pycni.agent.kube (ssl, http.client: ~45 ms) is imported where the agent runs, not when `pycni`
+# builds its parser
+
+COMMAND = "agent"
+HELP = "node agent: write this node's conflist and peers file from the cluster's Node objects"
+
+# The multi-node datapaths (localIP, peersFile): the plugins with a node reconciler.
+PEER_PLUGINS = tuple(entry.executable for entry in registry.PLUGINS if entry.reconciler)
+log = logging.getLogger("pycni.agent")
+
+
+# --- what the agent computes (no I/O) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the agent needs of a Node object."""
+
+    name: str
+    internal_ips: tuple[str, ...]
+    pod_cidrs: tuple[str, ...]
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> NodeInfo:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+        ips = [
+            str(a["address"])
+            for a in status.get("addresses") or []
+            if isinstance(a, dict) and a.get("type") == "InternalIP" and a.get("address")
+        ]
+        return cls(str(meta.get("name", "")), tuple(ips), tuple(cidrs))
+
+    @property
+    def node_ip(self) -> str | None:
+        """The underlay address of the overlays: the first IPv4 InternalIP, else the first."""
+        for ip in self.internal_ips:
+            if ":" not in ip:
+                return ip
+        return self.internal_ips[0] if self.internal_ips else None
+
+
+def peer_set(nodes: Iterable[NodeInfo], own_name: str) -> list[dict[str, Any]]:
+    """The peers file's content: every other node with an address and a pod CIDR, by name."""
+    peers = []
+    for node in sorted(nodes, key=lambda n: n.name):
+        if node.name == own_name or node.node_ip is None or not node.pod_cidrs:
+            continue
+        peers.append({"name": node.name, "nodeIP": node.node_ip, "podCIDRs": list(node.pod_cidrs)})
+    return peers
+
+
+def render_conflist(template: dict[str, Any], node: NodeInfo) -> dict[str, Any]:
+    """The template with the node's pod CIDRs as IPAM ranges (one range set per CIDR, as
+    host-local wants them) and, for an overlay plugin, its InternalIP as localIP."""
+    conflist: dict[str, Any] = json.loads(json.dumps(template))
+    for plugin in conflist.get("plugins", []):
+        ipam = plugin.get("ipam")
+        if isinstance(ipam, dict) and "ranges" in ipam:
+            ipam["ranges"] = [[{"subnet": cidr}] for cidr in node.pod_cidrs]
+        if plugin.get("type") in PEER_PLUGINS and node.node_ip is not None:
+            plugin["localIP"] = node.node_ip
+    return conflist
+
+
+def peers_file_of(conflist: dict[str, Any]) -> Path | None:
+    """The peersFile of the conflist's overlay plugin, if it has one."""
+    for plugin in conflist.get("plugins", []):
+        if plugin.get("type") in PEER_PLUGINS and plugin.get("peersFile"):
+            return Path(plugin["peersFile"])
+    return None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the old content or the new, never a part (same directory: rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# --- the agent ----------------------------------------------------------------------------
+
+
+class Backoff:
+    """Bounded exponential backoff: first, 2*first, ... up to `limit`; reset on success."""
+
+    def __init__(self, first: float = 0.5, limit: float = 30.0) -> None:
+        self.first, self.limit = first, limit
+        self.next_delay = first
+
+    def next(self) -> float:
+        delay = self.next_delay
+        self.next_delay = min(self.limit, delay * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.next_delay = self.first
+
+
+@dataclass
+class Agent:
+    """One node's agent. `client` is a kube.Client (or anything with its list/watch/abort);
+    `reconcile(conf_path)` brings the datapath to the peers file and returns its changes."""
+
+    client: Any
+    node_name: str
+    template: dict[str, Any]
+    conf_path: Path
+    reconcile: Callable[[Path], list[str]]
+    backoff: Backoff = field(default_factory=Backoff)
+    watch_timeout: int = 300
+    stop: threading.Event = field(default_factory=threading.Event)
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    written_conf: str | None = None
+    written_peers: list[dict[str, Any]] | None = None
+
+    @property
+    def peers_file(self) -> Path | None:
+        return peers_file_of(self.template)
+
+    def run(self) -> None:
+        """List and watch until `stop` is set."""
+        from pycni.agent import kube
+
+        while not self.stop.is_set():
+            try:
+                items, version = self.client.list_nodes()
+                self.nodes = {n.name: n for n in map(NodeInfo.of, items)}
+                log.info("listed %d nodes at resourceVersion %s", len(self.nodes), version)
+                self.apply()
+                self.backoff.reset()
+                while not self.stop.is_set():
+                    version = self.watch(version)
+            except kube.Gone as err:
+                log.info("the watch expired (410: %s): listing the nodes again", err)
+            except kube.ApiError as err:
+                if self.stop.is_set():
+                    break
+                delay = self.backoff.next()
+                kept = (
+                    f"keeping the last good peer set ({len(self.written_peers)} peers)"
+                    if self.written_peers is not None
+                    else "no peer set written yet"
+                )
+                log.warning("API server unreachable: %s; %s; retrying in %.1f s", err, kept, delay)
+                self.stop.wait(delay)
+
+    def watch(self, version: str) -> str:
+        """One watch request; the resourceVersion to resume from when it ends."""
+        for event in self.client.watch_nodes(version, self.watch_timeout):
+            kind, obj = event.get("type"), event.get("object") or {}
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+            if kind == "BOOKMARK":
+                continue
+            node = NodeInfo.of(obj)
+            if kind == "DELETED":
+                self.nodes.pop(node.name, None)
+            elif kind in ("ADDED", "MODIFIED"):
+                self.nodes[node.name] = node
+            else:
+                continue
+            log.info("%s node %s", kind.lower(), node.name)
+            self.apply()
+            if self.stop.is_set():
+                break
+        return version
+
+    def apply(self) -> None:
+        """Write the node's conflist and the peers file if they changed; reconcile on change."""
+        own = self.nodes.get(self.node_name)
+        if own is None or not own.pod_cidrs:
+            log.warning("node %s has no pod CIDR yet: conflist not written", self.node_name)
+            return
+        conflist = render_conflist(self.template, own)
+        conf_text = json.dumps(conflist, indent=2) + "\n"
+        conf_changed = conf_text != self.written_conf
+        if conf_changed:
+            write_atomically(self.conf_path, conf_text)
+            self.written_conf = conf_text
+            log.info("wrote %s (pod CIDRs %s)", self.conf_path, ", ".join(own.pod_cidrs))
+        peers_file = self.peers_file
+        if peers_file is None:
+            return
+        peers = peer_set(self.nodes.values(), self.node_name)
+        if peers == self.written_peers and not conf_changed:
+            return
+        write_atomically(peers_file, json.dumps(peers, indent=2) + "\n")
+        self.written_peers = peers
+        names = ", ".join(p["name"] for p in peers) or "none"
+        log.info("wrote %s: %d peers (%s)", peers_file, len(peers), names)
+        try:
+            for change in self.reconcile(self.conf_path):
+                log.info("reconcile: %s", change)
+        except RuntimeError as err:
+            # the peers file is right; the datapath is not: try again on the next event
+            self.written_peers = None
+            log.error("%s; retrying at the next node event", err)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.client.abort()
+
+
+# --- the subcommand ------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME") or socket.gethostname(),
+        help="this node's name (default: $NODE_NAME, else the host name)",
+    )
+    parser.add_argument(
+        "--template",
+        type=Path,
+        required=True,
+        help="the conflist to install (its IPAM ranges are replaced by the pod CIDRs)",
+    )
+    parser.add_argument(
+        "--conf-dir", type=Path, default=Path("/etc/cni/net.d"), help="default /etc/cni/net.d"
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="a kubeconfig (a kind node's kubelet: /etc/kubernetes/kubelet.conf);"
+        " default: the pod's service account",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="list the nodes once, write the conflist (and peers file), reconcile, exit:"
+        " status 0 if the conflist was written (an init container's step)",
+    )
+    parser.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
+    parser.add_argument("--backoff-limit", type=float, default=30.0, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pycni.agent import kube
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s pycni-agent %(levelname)s %(message)s"
+    )
+    try:
+        template = json.loads(args.template.read_text())
+        credentials = (
+            kube.from_kubeconfig(args.kubeconfig) if args.kubeconfig else kube.in_cluster()
+        )
+        client = kube.Client(credentials)
+    except (OSError, ValueError) as err:
+        log.error("failed to read template '%s': %s", args.template, err)
+        return 1
+    except kube.ConfigProblem as err:
+        log.error("%s", err)
+        return 1
+    agent = Agent(
+        client,
+        args.node_name,
+        template,
+        args.conf_dir / args.template.name,
+        reconcile_conflist,
+        backoff=Backoff(limit=args.backoff_limit),
+        watch_timeout=args.watch_timeout,
+    )
+    log.info("node %s: managing %s", agent.node_name, agent.conf_path)
+    if args.once:
+        return run_once(agent)
+    return run_until_signalled(agent)
+
+
+def run_once(agent: Agent) -> int:
+    """One list and one apply: 0 if the node's conflist is now written."""
+    from pycni.agent import kube
+
+    try:
+        items, _ = agent.client.list_nodes()
+    except kube.ApiError as err:
+        log.error("failed to list the nodes: %s", err)
+        return 1
+    agent.nodes = {n.name: n for n in map(NodeInfo.of, items)}
+    agent.apply()
+    return 0 if agent.written_conf is not None else 1
+
+
+def run_until_signalled(agent: Agent) -> int:
+    """The agent in a worker thread; SIGTERM/SIGINT set its stop event (the handlers never
+    raise) and the previous handlers come back before returning."""
+    worker = threading.Thread(target=agent.run, name="pycni-agent", daemon=True)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        agent.stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker.start()
+        while worker.is_alive() and not agent.stop.is_set():
+            agent.stop.wait(1.0)
+        agent.shutdown()
+        worker.join(timeout=10)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if worker.is_alive():
+        log.error("the watch did not stop within 10 s")
+        return 1
+    log.info("stopped")
+    return 0
+
+
+def reconcile_conflist(conf_path: Path) -> list[str]:
+    """`pycni reconcile --conf conf_path` in this process; its printed changes."""
+    import contextlib
+    import io
+
+    from pycni.agent import reconcile
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = reconcile.run(argparse.Namespace(conf=conf_path))
+    if status != 0:
+        raise RuntimeError(err.getvalue().strip() or f"pycni reconcile exited {status}")
+    return out.getvalue().splitlines()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The frozen `pycni-agent` executable (packaging/agent.spec): this subcommand alone."""
+    parser = argparse.ArgumentParser(
+        prog="pycni-agent",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,1 @@
+"""What the plugins share: pod attachment, node settings, peers, masquerade (per-call)."""
