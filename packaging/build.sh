@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build dist/cni/bin/: exactly what an operator copies into /opt/cni/bin.
 #
-#   dist/cni/bin/pycni-<type>     one executable per line of packaging/plugins.table
+#   dist/cni/bin/pycni-<name>     one executable per row of the plugin registry,
+#                                 pycni/cni/registry.py
 #   dist/cni/bin/pycni-runtime/   the frozen Python runtime they all share (PyInstaller onedir)
 #   dist/pycni-agent/             the node agent (packaging/agent.spec), never in /opt/cni/bin
 #

@@ -1,59 +1,64 @@
-"""Read packaging/plugins.table: which executables the bundle holds, and what they run.
+"""Read the plugin registry (pycni/cni/registry.py) for the build: which executables the bundle
+holds, and what they run.
 
-Used by packaging/pycni.spec (what to freeze), the frozen-bundle and start-up tests (what to
-check) and bench/startup.py. Standard library only: PyInstaller executes the spec with it.
+Used by packaging/pycni.spec (what to freeze) and by the frozen-bundle and start-up tests (what
+to check). The registry module imports nothing, so it is loaded here by path, without importing
+pycni (PyInstaller executes the spec before pycni is importable); its rows are checked here, so
+a bad row fails the build with its reason. Standard library only.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
-TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins.table")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pycni.cni.registry import Entry
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REGISTRY = os.path.join(REPO, "pycni", "cni", "registry.py")
 
 
 class TableError(ValueError):
     pass
 
 
-class Entry:
-    """One line: the CNI type, the module, the budget exceptions."""
-
-    __slots__ = ("allowed_imports", "cni_type", "module")
-
-    def __init__(self, cni_type: str, module: str, allowed_imports: frozenset[str]) -> None:
-        self.cni_type = cni_type
-        self.module = module
-        self.allowed_imports = allowed_imports
-
-    @property
-    def executable(self) -> str:
-        return f"pycni-{self.cni_type}"
-
-    def __repr__(self) -> str:
-        return f"Entry({self.cni_type!r}, {self.module!r}, {sorted(self.allowed_imports)!r})"
-
-
-def read(path: str = TABLE) -> list[Entry]:
-    entries: list[Entry] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            where = f"{path}:{lineno}"
-            fields = line.split()
-            if len(fields) not in (2, 3):
-                raise TableError(f"{where}: expected '<type> <module> [<imports>]', found {line!r}")
-            cni_type, module = fields[0], fields[1]
-            allowed = frozenset(fields[2].split(",")) if len(fields) == 3 else frozenset()
-            if not all(c.isascii() and (c.isalnum() or c == "-") for c in cni_type):
-                raise TableError(f"{where}: type {cni_type!r} must be letters, digits and '-'")
-            for name in (module, *allowed):
-                if not all(part.isidentifier() for part in name.split(".")):
-                    raise TableError(f"{where}: {name!r} is not a dotted module name")
-            if any(e.cni_type == cni_type for e in entries):
-                raise TableError(f"{where}: type {cni_type!r} is listed twice")
-            entries.append(Entry(cni_type, module, allowed))
+def read(path: str = REGISTRY) -> list[Entry]:
+    """The rows of the registry at `path` (the checkout's by default; the spec passes the
+    installed tree's), checked."""
+    spec = importlib.util.spec_from_file_location("_pycni_registry", path)
+    if spec is None or spec.loader is None:
+        raise TableError(f"{path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # a missing file, a syntax error, a bad row
+        raise TableError(f"{path}: cannot be loaded: {type(err).__name__}: {err}") from err
+    entries: list[Entry] = list(getattr(module, "PLUGINS", ()))
     if not entries:
-        raise TableError(f"{path} lists no plugins")
+        raise TableError(f"{path} lists no plugins (PLUGINS)")
+    seen_types: set[str] = set()
+    seen_modules: set[str] = set()
+    for entry in entries:
+        where = f"{path}: {entry!r}"
+        if not entry.cni_type or not all(
+            c.isascii() and (c.isalnum() or c == "-") for c in entry.cni_type
+        ):
+            raise TableError(f"{where}: the name must be letters, digits and '-'")
+        for name in (entry.module, *sorted(entry.allowed_imports)):
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise TableError(f"{where}: {name!r} is not a dotted module name")
+        if not entry.schema or "/" in entry.schema or entry.schema.startswith("."):
+            raise TableError(f"{where}: schema {entry.schema!r} must be a schema's name")
+        if entry.in_process and not entry.ipam:
+            raise TableError(
+                f"{where}: in_process without ipam: only IPAM plugins are delegated to"
+            )
+        if entry.cni_type in seen_types:
+            raise TableError(f"{where}: name {entry.cni_type!r} is listed twice")
+        if entry.module in seen_modules:
+            raise TableError(f"{where}: module {entry.module!r} is listed twice")
+        seen_types.add(entry.cni_type)
+        seen_modules.add(entry.module)
     return entries

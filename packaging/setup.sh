@@ -19,6 +19,9 @@ APT_PACKAGES=(
     tcpdump iperf3               # packets and throughput between namespaces
     openssl                      # the agent tests' cluster CA and certificates
     util-linux                   # unshare: kind-node and offline-validation tests
+    containerd runc              # containerd 1.6 (libcni 1.1.2) drives the kind conflist
+                                 # through CRI, as the kubelet does on older nodes (gcc below
+                                 # builds the pause image it runs)
     user-mode-linux kmod         # the kernel lane (pycni/lab/uml.py): a Linux kernel with the ipip
     gcc libc6-dev                # module, run as a process, for what this host's kernel lacks;
                                  # kmod's modprobe loads its modules inside the guest; gcc

@@ -27,11 +27,9 @@ jump to chains that masquerade, so the masquerade lives in the postrouting chain
 
 from __future__ import annotations
 
-from pycni.cni import spawn
 from pycni.cni.errors import CniError, Code, ConfigError
 from pycni.cni.ip import IP
 from pycni.cni.record import Record
-from pycni.datapath import masquerade
 from pycni.validators import portmap as schema
 
 TYPE_CHECKING = False
@@ -40,9 +38,9 @@ if TYPE_CHECKING:
 
     from pycni.cni.result import Result
     from pycni.cni.skel import Call
+    from pycni.netlink.nftables import Element, Owner, Ruleset, Script, SetSpec
 
 NAME = "pycni-portmap"
-TABLE = masquerade.TABLE
 PROTOCOLS = ("tcp", "udp", "sctp")
 DEFAULT_MASQ_BIT = 13  # the reference's (kube-proxy's is 14)
 ANY_ADDRESS_MAP = "hostports"  # nf_proto . inet_proto . inet_service : verdict
@@ -50,7 +48,6 @@ HOST_IP_MAPS = {4: "hostports_ip4", 6: "hostports_ip6"}  # <addr> . inet_proto .
 DNAT_CHAIN, OUTPUT_CHAIN, SNAT_CHAIN = "hostport_dnat", "hostport_output", "hostport_snat"
 NAT_LAYOUT = "1"  # bump when the node-level chains change shape
 LOCALHOST4 = "127.0.0.0/8"
-NFT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 DEL_ATTEMPTS = 4  # a DEL retried after finding keys other pods now hold (bounded)
 ADD_ATTEMPTS = 3  # an ADD retried when a key it drops changed hands meanwhile (bounded)
 FAMILIES = {4: 2, 6: 10}  # AF_INET, AF_INET6 (the netlink package loads only where needed)
@@ -132,6 +129,8 @@ def _mappings(raw: Any) -> list[PortMapping]:
 
 
 # --- the verbs -------------------------------------------------------------------------------
+# (pycni.netlink.nftables is imported by the verbs, after their "no mappings" return: the DEL of
+# a pod without hostPorts, containerd's everyday DEL, loads no netlink code.)
 
 
 def cmd_add(call: Call, conf: PortmapConf) -> Result:
@@ -141,46 +140,57 @@ def cmd_add(call: Call, conf: PortmapConf) -> Result:
     pod_ips = _pod_ips(prev)
     if not pod_ips:
         raise ConfigError("$.prevResult.ips", "holds no address to forward the hostPorts to")
+    from pycni.netlink import nftables
+
     chain = pod_chain(call)
-    keys = _keys(conf.mappings, set(pod_ips))
-    script = [
-        *_node_chains(conf.mark),
-        f'add chain inet {TABLE} {chain} {{ comment "{_owner_comment(call)}"; }}\n',
-        f"flush chain inet {TABLE} {chain}\n",
-        *(f"add rule inet {TABLE} {chain} {rule}\n" for rule in _rules(conf, pod_ips)),
-        *(f"add element inet {TABLE} {m} {{ {k} : jump {chain} }}\n" for m, k, _ in keys),
-    ]
+    host_ports = _host_ports(conf.mappings, set(pod_ips), chain)
+    script = _node_chains(conf.mark)
+    script.add_chain(chain, comment=str(_owner(call))).flush_chain(chain)
+    for rule in _rules(conf, pod_ips):
+        script.add_rule(chain, rule)
+    for port in host_ports:
+        script.add_elements(port.map, [port.element])
     if conf.snat and 4 in pod_ips:
         _enable_route_localnet(pod_ips[4])
-    message = ""
-    for _attempt in range(ADD_ATTEMPTS):
-        dropped = _dropped_keys(chain, keys)  # a repeated ADD with fewer mappings
-        status, message = _nft("".join(script) + _delete_elements_script(chain, dropped))
-        if status == 0:
-            _forget_udp_connections(conf.mappings, set(pod_ips))
-            return prev
-        if "File exists" not in message:
-            break
-        _raise_if_claimed(call, chain, keys)  # else a dropped key changed hands: again
-    raise CniError(Code.KERNEL, f"failed to forward the hostPorts: nft: {message}")
+
+    def build() -> Script:
+        dropped = script.copy()
+        for spec, elements in _dropped(chain, host_ports).items():  # an ADD with fewer mappings
+            dropped.remove_elements(spec, elements)
+        return dropped
+
+    def refuse_if_claimed() -> None:  # else a dropped element changed hands: build again
+        _raise_if_claimed(chain, host_ports)
+
+    nftables.commit(
+        build, "forward the hostPorts", attempts=ADD_ATTEMPTS, on_conflict=refuse_if_claimed
+    )
+    _forget_udp_connections(conf.mappings, set(pod_ips))
+    return prev
 
 
 def cmd_del(call: Call, conf: PortmapConf) -> None:
     """Idempotent, and free when the pod has no hostPorts: not even nft is started."""
     if not conf.mappings:
         return
+    from pycni.netlink import nftables
+
     chain = pod_chain(call)
-    keys = _keys(conf.mappings, {4, 6})  # every family: DEL may come without prevResult
-    for _attempt in range(DEL_ATTEMPTS):
-        status, message = _nft(_del_script(chain, keys))
-        if status == 0:
-            return
-        if "File exists" not in message:
-            break
-        owners = _map_owners()  # someone else holds some of these keys now: leave them
-        keys = [(m, k, mp) for m, k, mp in keys if owners.get((m, k), chain) == chain]
-    raise CniError(
-        Code.KERNEL, f"failed to remove the hostPorts of chain '{chain}': nft: {message}"
+    # every family: DEL may come without prevResult
+    host_ports = _host_ports(conf.mappings, {4, 6}, chain)
+
+    def build() -> Script:
+        return _del_script(chain, host_ports)
+
+    def leave_to_new_owners() -> None:  # someone else holds some of these keys now
+        owners = _owners()
+        host_ports[:] = [p for p in host_ports if owners.get(p.slot, chain) == chain]
+
+    nftables.commit(
+        build,
+        f"remove the hostPorts of chain '{chain}'",
+        attempts=DEL_ATTEMPTS,
+        on_conflict=leave_to_new_owners,
     )
 
 
@@ -188,16 +198,19 @@ def cmd_check(call: Call, conf: PortmapConf) -> None:
     prev = _prev_result(call)
     if not conf.mappings:
         return
+    from pycni.netlink import nftables
+
     pod_ips = _pod_ips(prev)
     chain = pod_chain(call)
-    owners = _map_owners()
-    for map_name, key, mapping in _keys(conf.mappings, set(pod_ips)):
-        if owners.get((map_name, key)) != chain:
-            _drift(f"{mapping} is not forwarded to this pod (no '{key}' in map {map_name})")
-    status, listing = _nft_output(["list", "chain", "inet", TABLE, chain])
-    if status != 0:
+    owners = _owners()
+    for host_port in _host_ports(conf.mappings, set(pod_ips), chain):
+        if owners.get(host_port.slot) != chain:
+            key, name = host_port.map.key_text(host_port.element), host_port.map.name
+            _drift(f"{host_port.mapping} is not forwarded to this pod (no '{key}' in map {name})")
+    listing = nftables.list_chain(nftables.TABLE, chain, "check the hostPorts")
+    if listing is None:
         _drift(f"chain '{chain}' of the pod's hostPorts is missing")
-    rules = [f" {line.strip()} " for line in listing.splitlines()]
+    rules = [f" {line.strip()} " for line in (listing or "").splitlines()]
     for mapping in conf.mappings:
         for version, ip in pod_ips.items():
             if mapping.host_ip is None or mapping.host_ip.version == version:
@@ -208,43 +221,38 @@ def cmd_check(call: Call, conf: PortmapConf) -> None:
 
 
 def cmd_status(call: Call, conf: PortmapConf) -> None:
-    if masquerade.nft_path() is None:
+    from pycni.netlink import nftables
+
+    if nftables.nft_path() is None:
         raise CniError(Code.NOT_AVAILABLE, "hostPorts need nftables: no nft on this node")
 
 
 def cmd_gc(call: Call, conf: PortmapConf) -> None:
     """Remove the hostPorts of this network's attachments that are not in the valid list."""
     assert call.valid_attachments is not None
+    from pycni.netlink import nftables
+
     valid = {(a.container_id, a.ifname) for a in call.valid_attachments}
-    message = ""
-    for _attempt in range(DEL_ATTEMPTS):  # again if a port changed hands meanwhile
-        listing = _table_listing()
-        owners = _map_owners(listing)
-        script = []
-        for item in listing:
-            chain = str(item.get("chain", {}).get("name", ""))
-            if not chain.startswith("hp_"):
+
+    def build() -> Script:  # again if a port changed hands meanwhile
+        with nftables.Ruleset() as ruleset:
+            chains = ruleset.chains(nftables.TABLE)
+            held = _held(ruleset)
+        script = nftables.Script(nftables.TABLE)
+        for chain in chains:
+            owner = chain.owner
+            if not chain.name.startswith("hp_") or owner is None or owner.network != call.name:
                 continue
-            network, _, attachment = (masquerade.chain_comment(chain) or "").partition(" ")
-            container_id, _, ifname = attachment.rpartition("/")
-            if network != call.name or (container_id, ifname) in valid:
+            if (owner.container_id, owner.ifname) in valid:
                 continue
-            held = [(m, k) for (m, k), owner in owners.items() if owner == chain]
-            script += [f"add chain inet {TABLE} {chain}\n"]
-            script += [f"add element inet {TABLE} {m} {{ {k} : jump {chain} }}\n" for m, k in held]
-            script += [f"delete element inet {TABLE} {m} {{ {k} }}\n" for m, k in held]
-            script += [
-                f"flush chain inet {TABLE} {chain}\n",
-                f"delete chain inet {TABLE} {chain}\n",
-            ]
-        if not script:
-            return
-        status, message = _nft("".join(script))
-        if status == 0:
-            return
-        if "File exists" not in message:
-            break
-    raise CniError(Code.KERNEL, f"failed to remove stale hostPorts: nft: {message}")
+            jump = nftables.Verdict.jump(chain.name)
+            script.add_chain(chain.name)
+            for spec, elements in held.items():
+                script.remove_elements(spec, [e for e in elements if e.data == jump])
+            script.flush_chain(chain.name).delete_chain(chain.name)
+        return script
+
+    nftables.commit(build, "remove stale hostPorts", attempts=DEL_ATTEMPTS)
 
 
 # --- the rules -------------------------------------------------------------------------------
@@ -259,22 +267,62 @@ def pod_chain(call: Call) -> str:
     return "hp_" + digest[:16]
 
 
-def _owner_comment(call: Call) -> str:
-    return f"{call.name} {call.container_id}/{call.ifname}"
+def _owner(call: Call) -> Owner:
+    from pycni.netlink import nftables
+
+    return nftables.Owner(call.name, call.container_id, call.ifname)
 
 
-def _keys(mappings: list[PortMapping], families: set[int]) -> list[tuple[str, str, PortMapping]]:
-    """(map, element key, mapping) for each mapping and family it applies to."""
+class HostPort(Record):
+    """One element of a hostPort map: `mapping`'s key (for one family, or its hostIP) in the map
+    of its kind, jumping to the pod's chain."""
+
+    __slots__ = ("element", "map", "mapping")
+    map: SetSpec
+    element: Element
+    mapping: PortMapping
+
+    def __init__(self, **fields: object) -> None:
+        self._init(**fields)
+
+    @property
+    def slot(self) -> tuple[str, tuple[Any, ...]]:
+        """Which map and key: what one pod at a time holds."""
+        return self.map.name, self.element.key
+
+
+def _maps() -> dict[int | None, SetSpec]:
+    """The verdict maps the node's NAT chains look a connection up in: by family for any local
+    address (None), by destination address for the hostIPs of each family (4, 6)."""
+    from pycni.netlink import nftables as nft
+
+    ports = (nft.INET_PROTO, nft.INET_SERVICE)
+    return {
+        None: nft.SetSpec(ANY_ADDRESS_MAP, (nft.NF_PROTO, *ports), nft.VERDICT),
+        4: nft.SetSpec(HOST_IP_MAPS[4], (nft.IPV4_ADDR, *ports), nft.VERDICT),
+        6: nft.SetSpec(HOST_IP_MAPS[6], (nft.IPV6_ADDR, *ports), nft.VERDICT),
+    }
+
+
+def _host_ports(mappings: list[PortMapping], families: set[int], chain: str) -> list[HostPort]:
+    """The map elements of each mapping, for each family it applies to."""
+    from pycni.netlink.nftables import Element, Verdict
+
+    maps = _maps()
+    jump = Verdict.jump(chain)
     out = []
     for mapping in mappings:
+        ports = (mapping.protocol, mapping.host_port)
         if mapping.host_ip is not None:
             if mapping.host_ip.version in families:
-                key = f"{mapping.host_ip} . {mapping.protocol} . {mapping.host_port}"
-                out.append((HOST_IP_MAPS[mapping.host_ip.version], key, mapping))
+                element = Element(mapping.host_ip, *ports, data=jump)
+                out.append(
+                    HostPort(map=maps[mapping.host_ip.version], element=element, mapping=mapping)
+                )
             continue
         for version in sorted(families):
-            key = f"ipv{version} . {mapping.protocol} . {mapping.host_port}"
-            out.append((ANY_ADDRESS_MAP, key, mapping))
+            element = Element(version, *ports, data=jump)
+            out.append(HostPort(map=maps[None], element=element, mapping=mapping))
     return out
 
 
@@ -331,22 +379,20 @@ def _dnat_target(ip: IP, port: int) -> str:
     return f"{ip}:{port}" if ip.version == 4 else f"[{ip}]:{port}"
 
 
-def _table_and_maps() -> list[str]:
-    return [
-        f"add table inet {TABLE}\n",
-        f"add map inet {TABLE} {ANY_ADDRESS_MAP}"
-        " { type nf_proto . inet_proto . inet_service : verdict; }\n",
-        f"add map inet {TABLE} {HOST_IP_MAPS[4]}"
-        " { type ipv4_addr . inet_proto . inet_service : verdict; }\n",
-        f"add map inet {TABLE} {HOST_IP_MAPS[6]}"
-        " { type ipv6_addr . inet_proto . inet_service : verdict; }\n",
-    ]
+def _table_and_maps() -> Script:
+    from pycni.netlink import nftables
+
+    script = nftables.Script(nftables.TABLE).add_table()
+    for spec in _maps().values():
+        script.add_set(spec)
+    return script
 
 
-def _node_chains(mark: int) -> list[str]:
+def _node_chains(mark: int) -> Script:
     """The table, the maps, and (unless their fingerprint is today's) the node's NAT chains:
     DNAT through the maps for local destinations, masquerade for marked connections."""
-    maps = _table_and_maps()
+    from pycni.netlink import nftables
+
     local = "fib daddr type local"  # as the reference's addrtype LOCAL: never forwarded traffic
     dispatch = [
         f"{local} ip daddr . meta l4proto . th dport vmap @{HOST_IP_MAPS[4]}",
@@ -361,129 +407,85 @@ def _node_chains(mark: int) -> list[str]:
             [f"meta mark & {mark:#x} == {mark:#x} masquerade"],
         ),
     }
-    import _sha256
-
-    layout = f"{NAT_LAYOUT} {chains}".encode()
-    fingerprint: str = _sha256.sha256(layout).hexdigest()[:16]
-    if masquerade.chain_comment(DNAT_CHAIN) == fingerprint:
-        return maps
-    script = maps
+    fingerprint = nftables.fingerprint(f"{NAT_LAYOUT} {chains}")
+    script = _table_and_maps()
+    if nftables.chain_comment(nftables.TABLE, DNAT_CHAIN) == fingerprint:
+        return script
     for name, (hook, rules) in chains.items():
-        script += [
-            f"add chain inet {TABLE} {name}\n",
-            f"flush chain inet {TABLE} {name}\n",
-            f"delete chain inet {TABLE} {name}\n",
-            f"add chain inet {TABLE} {name}"
-            f' {{ {hook}; policy accept; comment "{fingerprint}"; }}\n',
-            *(f"add rule inet {TABLE} {name} {rule}\n" for rule in rules),
-        ]
+        script.recreate_chain(name, hook=hook, comment=fingerprint)
+        for rule in rules:
+            script.add_rule(name, rule)
     return script
 
 
-def _del_script(chain: str, keys: list[tuple[str, str, PortMapping]]) -> str:
-    """Add-then-delete, in one transaction: nothing to fail on when it is already gone."""
-    return "".join(
-        [
-            *_table_and_maps(),
-            f"add chain inet {TABLE} {chain}\n",
-            _delete_elements_script(chain, [(m, k) for m, k, _ in keys]),
-            f"flush chain inet {TABLE} {chain}\n",
-            f"delete chain inet {TABLE} {chain}\n",
-        ]
-    )
+def _del_script(chain: str, host_ports: list[HostPort]) -> Script:
+    """Add-then-delete, in one transaction: nothing to fail on when it is already gone, and a
+    key that jumps to another chain by now fails it ("File exists")."""
+    script = _table_and_maps().add_chain(chain)
+    for spec in _maps().values():
+        script.remove_elements(spec, [p.element for p in host_ports if p.map == spec])
+    return script.flush_chain(chain).delete_chain(chain)
 
 
-def _delete_elements_script(chain: str, keys: list[tuple[str, str]]) -> str:
-    """Delete these elements of `chain`'s; gone already is a no-op (each is added first), and
-    one that jumps to another chain by now fails the transaction ("File exists")."""
-    return "".join(
-        [
-            *(f"add element inet {TABLE} {m} {{ {k} : jump {chain} }}\n" for m, k in keys),
-            *(f"delete element inet {TABLE} {m} {{ {k} }}\n" for m, k in keys),
-        ]
-    )
+def _dropped(chain: str, host_ports: list[HostPort]) -> dict[SetSpec, list[Element]]:
+    """The elements that jump to `chain` but are not among `host_ports`: what an earlier ADD of
+    the same attachment added for mappings it no longer lists. The maps are read only when the
+    chain exists: one nfnetlink query for the common, first ADD."""
+    from pycni.netlink import nftables
+
+    with nftables.Ruleset() as ruleset:
+        if ruleset.chain(nftables.TABLE, chain) is None:
+            return {}
+        held = _held(ruleset)
+    wanted = {p.slot for p in host_ports}
+    jump = nftables.Verdict.jump(chain)
+    return {
+        spec: [e for e in elements if e.data == jump and (spec.name, e.key) not in wanted]
+        for spec, elements in held.items()
+    }
 
 
-def _dropped_keys(chain: str, keys: list[tuple[str, str, PortMapping]]) -> list[tuple[str, str]]:
-    """The elements that jump to `chain` but are not among `keys`: what an earlier ADD of the
-    same attachment added for mappings it no longer lists. The listing (an `nft` run) happens
-    only when the chain exists: one nfnetlink query for the common, first ADD."""
-    if masquerade.chain_comment(chain) is None:
-        return []
-    wanted = {(m, k) for m, k, _ in keys}
-    return sorted(
-        key for key, owner in _map_owners().items() if owner == chain and key not in wanted
-    )
+def _held(ruleset: Ruleset) -> dict[SetSpec, list[Element]]:
+    """The elements of each hostPort map (none when there is no table)."""
+    from pycni.netlink import nftables
+
+    return {spec: ruleset.elements(nftables.TABLE, spec) or [] for spec in _maps().values()}
 
 
-# --- nft -------------------------------------------------------------------------------------
+def _owners() -> dict[tuple[str, tuple[Any, ...]], str]:
+    """(map, key) -> the chain its verdict jumps to, for the three hostPort maps."""
+    from pycni.netlink import nftables
+
+    with nftables.Ruleset() as ruleset:
+        held = _held(ruleset)
+    return {
+        (spec.name, e.key): e.data.chain
+        for spec, elements in held.items()
+        for e in elements
+        if e.data.chain is not None
+    }
 
 
-def _nft(script: str) -> tuple[int, str]:
-    nft = _nft_binary()
-    status, out = spawn.run([nft, "-f", "-"], NFT_ENV, script.encode(), stderr_to_stdout=True)
-    return status, out.decode(errors="replace").strip()
+def _raise_if_claimed(chain: str, host_ports: list[HostPort]) -> None:
+    """Error 102 naming the holder if another pod's chain holds one of `host_ports`."""
+    from pycni.netlink import nftables
 
-
-def _nft_output(args: list[str]) -> tuple[int, str]:
-    status, out = spawn.run([_nft_binary(), *args], NFT_ENV, b"", stderr_to_stdout=True)
-    return status, out.decode(errors="replace")
-
-
-def _nft_binary() -> str:
-    nft = masquerade.nft_path()
-    if nft is None:
-        raise CniError(
-            Code.KERNEL,
-            "failed to forward the hostPorts: nft (nftables) is not installed in"
-            f" {', '.join(masquerade.NFT_CANDIDATES)}",
-        )
-    return nft
-
-
-def _table_listing() -> list[dict[str, Any]]:
-    """`nft -j list table inet pycni`: its items (none when there is no table)."""
-    from pycni.cni import jsonio
-
-    status, listing = _nft_output(["-j", "list", "table", "inet", TABLE])
-    if status != 0:
-        return []
-    decoded: Any = jsonio.loads(listing)
-    return list(decoded.get("nftables", []))
-
-
-def _map_owners(listing: list[dict[str, Any]] | None = None) -> dict[tuple[str, str], str]:
-    """(map, element key) -> the chain its verdict jumps to, for the three hostPort maps."""
-    owners: dict[tuple[str, str], str] = {}
-    maps = (ANY_ADDRESS_MAP, *HOST_IP_MAPS.values())
-    for item in _table_listing() if listing is None else listing:
-        found = item.get("map", {})
-        if found.get("name") not in maps:
-            continue
-        for key, verdict in found.get("elem", []):
-            parts = key["concat"] if isinstance(key, dict) else [key]
-            target = verdict.get("jump", {}).get("target", "")
-            owners[(found["name"], " . ".join(str(p) for p in parts))] = target
-    return owners
-
-
-def _raise_if_claimed(call: Call, chain: str, keys: list[tuple[str, str, PortMapping]]) -> None:
-    """Error 102 naming the holder if another pod's chain holds one of `keys`."""
-    owners = _map_owners()
-    for map_name, key, mapping in keys:
-        owner = owners.get((map_name, key))
-        if owner and owner != chain:
-            network, _, attachment = (masquerade.chain_comment(owner) or "").partition(" ")
-            container_id, _, ifname = attachment.rpartition("/")
+    owners = _owners()
+    for port in host_ports:
+        holder = owners.get(port.slot)
+        if holder and holder != chain:
+            with nftables.Ruleset() as ruleset:
+                found = ruleset.chain(nftables.TABLE, holder)
+            owner = None if found is None else found.owner
             who = (
-                f"pod with container ID '{container_id}' (interface '{ifname}', network"
-                f" '{network}')"
-                if container_id
-                else f"chain '{owner}'"
+                f"pod with container ID '{owner.container_id}' (interface '{owner.ifname}',"
+                f" network '{owner.network}')"
+                if owner is not None
+                else f"chain '{holder}'"
             )
             raise CniError(
                 Code.ADDRESS_IN_USE,
-                f"failed to forward {mapping}: it is already claimed by the {who}",
+                f"failed to forward {port.mapping}: it is already claimed by the {who}",
                 "a hostPort serves one pod per node and protocol",
             )
 

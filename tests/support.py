@@ -45,3 +45,29 @@ def flock_held(path: Path) -> Iterator[int]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def kernel_has_ipip() -> bool:
+    """Whether this kernel creates IPIP devices (in a throwaway namespace)."""
+    from pycni.lab import netns as netns_mod
+
+    ns = netns_mod.create("ipipprobe")
+    try:
+        done = ns.run(
+            ["ip", "link", "add", "t0", "type", "ipip", "local", "192.0.2.1"], check=False
+        )
+        return done.returncode == 0
+    finally:
+        ns.delete()
+
+
+def is_address(name: str) -> bool:
+    """Whether a file name is an IP address: a lease in host-local's store (beside it lie the
+    lock, last_reserved_ip.N and per-container index files)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

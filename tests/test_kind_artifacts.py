@@ -58,10 +58,11 @@ def test_conflist_passes_pycni_validate(conflist: Path) -> None:
 @pytest.mark.parametrize("conflist", CONFLISTS, ids=lambda p: p.name)
 def test_conflist_is_what_containerd_and_kind_need(conflist: Path) -> None:
     doc = json.loads(conflist.read_text())
-    # containerd 2.x sends STATUS and libcni GC only to a 1.1.0 list; cniVersions lets older
-    # runtimes pick a version they know
-    assert doc["cniVersion"] == "1.1.0"
-    assert {"0.3.1", "0.4.0", "1.0.0", "1.1.0"} <= set(doc["cniVersions"])
+    # libcni before 1.2 (containerd 1.6/1.7, CRI-O before 1.31) ignores cniVersions and sends
+    # cniVersion, so that must be a version it can parse results of; libcni 1.2+ picks 1.1.0
+    # from cniVersions (containerd 2.x sends STATUS, libcni GC, only at 1.1.0)
+    assert doc["cniVersion"] == "1.0.0"
+    assert doc["cniVersions"] == ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]
     # containerd loads the lexically first file: before kindnet's 10-kindnet.conflist and
     # any 05-/10- file a node image or another CNI leaves behind
     assert conflist.name < "05"

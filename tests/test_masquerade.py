@@ -10,11 +10,12 @@ from pycni.lab.netns import Netns
 DRIVER = """
 import sys
 from pycni.datapath import masquerade
+from pycni.netlink import nftables
 from pycni.cni.ip import Prefix
 sources = [Prefix.parse(p) for p in sys.argv[2].split(",")]
 extra = [Prefix.parse(p) for p in sys.argv[3].split(",") if p]
 masquerade.ensure(sys.argv[1], sources, extra)
-print(masquerade.chain_comment(masquerade.chain_name(sys.argv[1])))
+print(nftables.chain_comment(nftables.TABLE, masquerade.chain_name(sys.argv[1])))
 """
 
 

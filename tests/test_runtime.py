@@ -29,6 +29,7 @@ from pycni.lab.runtime import (
     PluginError,
     PluginNotFoundError,
     ProblemKind,
+    ResultVersionError,
     Runtime,
     VerbNotSupportedError,
     invoke,
@@ -308,6 +309,43 @@ def test_a_failing_plugin_stops_the_chain_and_nothing_is_cached(
     assert runtime.cached("n", "c1", "eth0") is None
 
 
+@pytest.mark.parametrize(
+    ("netconf", "expected"),
+    [
+        ({"cniVersion": "1.1.0", "cniVersions": ["0.4.0", "1.0.0"]}, "1.1.0"),
+        ({"cniVersion": "1.0.0", "cniVersions": ["0.3.1", "1.0.0", "1.1.0"]}, "1.0.0"),
+        ({"cniVersion": "0.4.0", "cniVersions": ["1.0.0"]}, "0.4.0"),
+    ],
+)
+def test_libcni_before_1_2_sends_cni_version_and_ignores_cni_versions(
+    netconf: dict[str, Any], expected: str
+) -> None:
+    assert select_version(netconf, "1.0.0", reads_cni_versions=False) == expected
+    with pytest.raises(NetconfError, match="does not read cniVersions"):
+        select_version({"cniVersions": ["1.0.0"]}, "1.0.0", reads_cni_versions=False)
+
+
+def test_a_result_newer_than_the_runtime_fails_the_add(
+    fake_plugins: FakeFactory, tmp_path: Path
+) -> None:
+    """libcni 1.1 on a 1.1.0 list: sent as it is, and the 1.1.0 result cannot be parsed."""
+    fakes = fake_plugins("a", "b")
+    runtime = fake_runtime(fakes, tmp_path, max_version="1.0.0", reads_cni_versions=False)
+    netconf = conflist(
+        "n", fakes.conf("a"), fakes.conf("b"), version="1.1.0", cniVersions=["1.0.0", "1.1.0"]
+    )
+    with pytest.raises(ResultVersionError) as caught:
+        runtime.add(netconf, "c1", NETNS, "eth0")
+    assert str(caught.value) == (
+        'plugin type="a" failed (add): unsupported CNI result version "1.1.0"'
+    )
+    assert fakes.sequence() == [("a", "ADD")]  # the chain stops at the first result
+    assert runtime.cached("n", "c1", "eth0") is None
+    # the same list at 1.0.0 with 1.1.0 listed: that runtime sends and gets 1.0.0
+    netconf["cniVersion"] = "1.0.0"
+    assert runtime.add(netconf, "c2", NETNS, "eth0")["cniVersion"] == "1.0.0"
+
+
 def test_delete_runs_in_reverse_with_the_cached_result_then_drops_the_cache(
     fake_plugins: FakeFactory, tmp_path: Path
 ) -> None:
@@ -558,6 +596,22 @@ def test_the_runtime_keeps_every_invocation_and_its_problems(
     runtime.delete(netconf, "c1", NETNS, "eth0")  # succeeds, as it would with libcni
     assert [i.command for i in runtime.invocations] == ["ADD", "DEL"]
     assert runtime.invocations[1].problem_kinds() == {ProblemKind.OUTPUT_ON_SILENT_VERB}
+
+
+def test_on_invocation_sees_each_exec_before_the_next_plugin_runs(
+    fake_plugins: FakeFactory, tmp_path: Path
+) -> None:
+    """The conformance harness looks at the node between the plugins of one chain."""
+    fakes = fake_plugins("a", "b")
+    runtime = fake_runtime(fakes, tmp_path)
+    netconf = conflist("n", fakes.conf("a"), fakes.conf("b", behave={"ADD": "error"}))
+    seen: list[tuple[str, str, int]] = []
+    runtime.on_invocation = lambda i: seen.append((i.plugin, i.command, len(fakes.calls())))
+    with pytest.raises(PluginError):
+        runtime.add(netconf, "c1", NETNS, "eth0")
+    runtime.delete(netconf, "c1", NETNS, "eth0")
+    # a failed exec is reported too; each report comes before the next plugin was called
+    assert seen == [("a", "ADD", 1), ("b", "ADD", 2), ("b", "DEL", 3), ("a", "DEL", 4)]
 
 
 def test_loopback_comes_first_on_add_and_last_on_delete(

@@ -50,6 +50,7 @@ def write(tmp_path: Path, name: str, doc: object) -> str:
 def test_the_examples_are_valid() -> None:
     done = pycni("validate", *map(str, EXAMPLES))
     assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr == ""  # no warning: older runtimes can run every example
     lines = done.stdout.splitlines()
     for path in EXAMPLES:
         assert f"{path}: OK" in lines
@@ -75,6 +76,46 @@ def test_every_error_is_reported_with_its_path_and_code(tmp_path: Path) -> None:
     assert "error 7: invalid network config: $.plugins[0].ipam.ranges[1]: must not be empty" in out
     assert "$.plugins[0].ipam.dataDir: 'relative' is not an absolute path" in out
     assert f"{path}: INVALID (4 errors)" in out.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("name", "top"),
+    [
+        ("at-1.1.0.conflist", {"cniVersion": "1.1.0"}),
+        # a lower cniVersions entry does not help: libcni < 1.2 never reads the list
+        ("listing-1.0.0.conflist", {"cniVersion": "1.1.0", "cniVersions": ["0.4.0", "1.0.0"]}),
+    ],
+)
+def test_a_version_older_runtimes_cannot_run_is_a_warning(
+    tmp_path: Path, name: str, top: dict[str, Any]
+) -> None:
+    path = write(tmp_path, name, conflist(BRIDGE_WITH_HOST_LOCAL, **top))
+    done = pycni("validate", path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == f"{path}: OK"
+    assert done.stderr.splitlines() == [
+        f"{path}: warning: cniVersion 1.1.0: runtimes on libcni < 1.2 (containerd 1.6/1.7,"
+        " CRI-O < 1.31, cnitool 1.1) ignore cniVersions, send 1.1.0 and cannot parse the result:"
+        ' they cannot run this network; set "cniVersion": "1.0.0" and list "1.1.0" in'
+        ' "cniVersions" (libcni 1.2+ selects it from there)'
+    ]
+
+
+def test_a_single_config_at_1_1_0_is_a_warning_too(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "single.conf", {"cniVersion": "1.1.0", "name": "n", **BRIDGE_WITH_HOST_LOCAL}
+    )
+    done = pycni("validate", path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert "libcni < 1.2" in line and 'use "cniVersion": "1.0.0"' in line
+
+
+def test_no_warning_at_1_0_0_with_1_1_0_listed(tmp_path: Path) -> None:
+    top = {"cniVersion": "1.0.0", "cniVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
+    path = write(tmp_path, "ok.conflist", conflist(BRIDGE_WITH_HOST_LOCAL, **top))
+    done = pycni("validate", path)
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 def test_envelope_errors_come_from_netconf_schema(tmp_path: Path) -> None:

@@ -39,13 +39,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pycni.cni import registry
+
 # pycni.agent.kube (ssl, http.client: ~45 ms) is imported where the agent runs, not when `pycni`
 # builds its parser
 
 COMMAND = "agent"
 HELP = "node agent: write this node's conflist and peers file from the cluster's Node objects"
 
-PEER_PLUGINS = ("pycni-vxlan", "pycni-ipip")
+# The multi-node datapaths (localIP, peersFile): the plugins with a node reconciler.
+PEER_PLUGINS = tuple(entry.executable for entry in registry.PLUGINS if entry.reconciler)
 log = logging.getLogger("pycni.agent")
 
 

@@ -20,9 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pycni.cni import registry
+
 COMMAND = "reconcile"
 HELP = "bring this node's VXLAN overlay or IPIP routes to exactly its peer set"
-PLUGIN_TYPES = ("pycni-vxlan", "pycni-ipip")
+# The plugins with a node reconciler (pycni.cni.registry), in the registry's order.
+PLUGIN_TYPES = tuple(entry.executable for entry in registry.PLUGINS if entry.reconciler)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,14 +56,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def reconcile_plugin(plugin: dict[str, Any]) -> list[str]:
-    """Reconcile with one plugin config (either type); the changes made."""
-    if plugin.get("type") == "pycni-ipip":
-        from pycni.plugins import ipip
+    """Reconcile with one plugin config (a `reconciler` row of the registry: its module parses
+    the config, `reconcile` there brings the node's datapath to it); the changes made."""
+    import importlib
 
-        return ipip.reconcile(ipip.parse_conf(plugin))
-    from pycni.plugins import vxlan
+    from pycni.cni import registry
 
-    return vxlan.reconcile(vxlan.parse_conf(plugin))
+    entry = registry.BY_EXECUTABLE[str(plugin.get("type"))]
+    module = importlib.import_module(entry.module)
+    changes: list[str] = module.reconcile(plugin)
+    return changes
 
 
 def network_config(document: Any) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Delegating to the IPAM plugin named in `ipam.type`, as the spec says a main plugin does.
 
-Our own host-local is called in-process (identical behaviour: the same module serves the
-frozen `pycni-host-local`; one interpreter start saved per call). Any other type is exec'd from
+An IPAM plugin of ours that the registry (pycni.cni.registry) marks `in_process`, host-local,
+is called in-process (identical behaviour: the same module serves the frozen
+`pycni-host-local`; one interpreter start saved per call). Any other type is exec'd from
 CNI_PATH with the same stdin and CNI_* variables, and its error code reaches the runtime
 unchanged. Exec uses os.posix_spawn and pipes, not `subprocess` (which imports `signal`,
 `threading`, `selectors`... on every call): see pycni.cni.spawn.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from pycni.cni import jsonio
+from pycni.cni import jsonio, registry
 from pycni.cni.errors import CniError, Code, ConfigError, EnvError
 from pycni.cni.result import Result
 
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pycni.cni.skel import Call
-
-IN_PROCESS = {"pycni-host-local": "pycni.ipam.host_local.plugin"}
 
 
 def ipam_type(call: Call) -> str:
@@ -34,9 +33,9 @@ def ipam_type(call: Call) -> str:
 def ipam(call: Call, command: str) -> Result | None:
     """Run the IPAM plugin's `command` for this call; ADD returns its result."""
     kind = ipam_type(call)
-    module = IN_PROCESS.get(kind)
-    if module is not None:
-        return _in_process(call, command, module)
+    entry = registry.BY_EXECUTABLE.get(kind)
+    if entry is not None and entry.in_process:
+        return _in_process(call, command, entry.module)
     return _exec(call, command, kind)
 
 

@@ -9,13 +9,14 @@
         undo.commit()          # success: keep everything
 
 Leaving the block without commit() runs the undo steps newest first; an undo step that fails
-is written to the log and does not stop the others (the original error is what the runtime
-sees). Not contextlib.ExitStack: contextlib costs a frozen plugin ~2 ms of start-up.
+is written to the call's log (pycni.cni.log: stderr and logFile) and does not stop the others
+(the original error is what the runtime sees). Not contextlib.ExitStack: contextlib costs a
+frozen plugin ~2 ms of start-up.
 """
 
 from __future__ import annotations
 
-import sys
+from pycni.cni import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,4 +44,4 @@ class Rollback:
                 undo(*args)
             except Exception as err:  # keep undoing; the first failure is the one to report
                 name = getattr(undo, "__name__", repr(undo))
-                sys.stderr.write(f"rollback: {name}{args!r} failed: {err}\n")
+                log.write(f"rollback: {name}{args!r} failed: {err}")

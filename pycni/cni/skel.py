@@ -8,7 +8,7 @@ Everything the CNI spec says about the invocation protocol lives here, once:
 - ADD's result is printed in the request's cniVersion; DEL, CHECK, STATUS and GC print nothing;
 - every exception becomes the spec's error JSON `{cniVersion, code, msg, details}` on stdout
   with exit status 1; diagnostics and tracebacks go to stderr and, if the config names one, to
-  `logFile`.
+  `logFile` (pycni.cni.log: the plugins' own diagnostics go there too).
 
 Plugins never read os.environ, print, or exit: `run` takes env and streams as values.
 """
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from pycni.cni import jsonio, versions
 from pycni.cni.errors import CniError, Code, ConfigError, EnvError, VersionError
+from pycni.cni.log import Log
 from pycni.cni.record import Record
 from pycni.cni.result import Result
 from pycni.validators import formats as schema_formats
@@ -119,6 +119,7 @@ def run(
         return 0
     error_version = versions.CURRENT
     log.context = command
+    log.activate()  # plugins and Rollback write through pycni.cni.log for the rest of the call
     try:
         if command not in VERBS:
             raise EnvError(
@@ -370,40 +371,3 @@ def _valid_attachments(config: dict[str, object]) -> list[Attachment]:
             raise ConfigError(f"{path}[{n}]", "expected an object with containerID and ifname")
         out.append(Attachment(item["containerID"], item["ifname"]))
     return out
-
-
-# --- diagnostics ---------------------------------------------------------------------------
-
-
-class Log:
-    """Diagnostics to stderr and, when the config names one, to an absolute `logFile`.
-    (Not `logging`: it imports `re`, `threading` and `traceback` on every start.)"""
-
-    def __init__(self, stderr: TextIO, plugin_name: str) -> None:
-        self._stderr = stderr
-        self._name = plugin_name
-        self._file: TextIO | None = None
-        self.context = ""
-
-    def open_file(self, path: object) -> None:
-        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
-            return
-        try:
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        except OSError as err:
-            self.write(f"cannot open logFile '{path}': {err}")
-
-    def write(self, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        line = f"{stamp} {self._name}[{os.getpid()}] {self.context}: {message}\n"
-        for stream in (self._stderr, self._file):
-            if stream is not None:
-                try:
-                    stream.write(line)
-                    stream.flush()
-                except (OSError, ValueError):
-                    pass
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()

@@ -23,6 +23,12 @@ def at_least(version: str, minimum: str) -> bool:
     return parse(version) >= parse(minimum)
 
 
+# libcni before 1.2 -- containerd 1.6 and 1.7, CRI-O before 1.31, cnitool 1.1 -- implements the
+# spec up to 1.0.0: it ignores a list's `cniVersions`, sends `cniVersion` as it is, and cannot
+# parse a result newer than this.
+LEGACY_LIBCNI_MAX = "1.0.0"
+LEGACY_RUNTIMES = "containerd 1.6/1.7, CRI-O < 1.31, cnitool 1.1"
+
 # The first version that has a verb, or a feature of the protocol.
 VERB_SINCE = {"ADD": "0.1.0", "DEL": "0.1.0", "CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"}
 PREV_RESULT_ON_DEL_SINCE = "0.4.0"

@@ -57,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="capability args for every pod, as cnitool's CAP_ARGS, e.g."
         " '{\"portMappings\": [...]}' (runtimeConfig for plugins declaring them)",
     )
+    parser.add_argument(
+        "--runtime-cni-version",
+        default=None,
+        metavar="V",
+        help="act as a runtime whose libcni tops out at V: below 1.1.0 it ignores cniVersions,"
+        " sends cniVersion and refuses results newer than V, as libcni 1.1 (containerd"
+        " 1.6/1.7) does (default: 1.1.0, reading cniVersions)",
+    )
     parser.add_argument("--ifname", default="eth0", help="CNI_IFNAME for the pods (default eth0)")
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds one plugin call may take (default 30)"
@@ -97,7 +105,8 @@ def _run(args: argparse.Namespace, netconf: dict[str, object]) -> int:
         print(runner.format_line(result, colour), flush=True)
 
     plugin_dirs = [str(d.resolve()) for d in args.plugin_dir]
-    print(runner.render_header(runner.empty_report(plugin_dirs, netconf)), flush=True)
+    header = runner.empty_report(plugin_dirs, netconf, _runtime_version(args))
+    print(runner.render_header(header), flush=True)
     try:
         report = runner.run_suite(
             plugin_dirs,
@@ -107,6 +116,7 @@ def _run(args: argparse.Namespace, netconf: dict[str, object]) -> int:
             timeout=args.timeout,
             capability_args=args.capability_args,
             progress=progress,
+            runtime_cni_version=_runtime_version(args),
         )
     except KeyboardInterrupt:
         print("\ninterrupted: namespaces removed", file=sys.stderr)
@@ -123,7 +133,14 @@ def _run(args: argparse.Namespace, netconf: dict[str, object]) -> int:
     return 1 if report.failed else 0
 
 
+def _runtime_version(args: argparse.Namespace) -> str:
+    from pycni.cni import versions
+
+    return args.runtime_cni_version or versions.CURRENT
+
+
 def _usage_problem(args: argparse.Namespace) -> str:
+    from pycni.cni import versions
     from pycni.conformance import checks
     from pycni.lab.runtime import NetconfError, load_network
 
@@ -134,9 +151,17 @@ def _usage_problem(args: argparse.Namespace) -> str:
     missing = [str(d) for d in args.plugin_dir if not d.is_dir()]
     if missing:
         return f"no such plugin directory: {', '.join(missing)}"
+    if args.runtime_cni_version is not None:
+        try:
+            versions.parse(args.runtime_cni_version)
+        except ValueError as err:
+            return f"--runtime-cni-version: {err}"
     try:
         checks.select(args.check)
-        load_network(json.loads(args.conf.read_text()))
+        version = _runtime_version(args)
+        load_network(
+            json.loads(args.conf.read_text()), version, versions.at_least(version, "1.1.0")
+        )
     except (OSError, ValueError, NetconfError) as err:
         return (
             f"cannot use {args.conf}: {err}"

@@ -5,7 +5,8 @@ A check receives a `Scope`: a fresh runtime (its own results cache), the network
 its IPAM state moved into a directory of the scope's own, and pod namespaces made on demand.
 Everything a check adds is deleted (DEL, then the namespace) when the check ends, whatever its
 verdict, so one check's leftovers cannot decide the next one's. The node namespace, where every
-plugin runs, lives for the whole run.
+plugin runs, lives for the whole run (del.node-as-found, which compares the node itself, makes
+one of its own).
 
 A check returns a line saying what it saw (the verdict is "pass"), or raises `CheckFailed`
 (the plugin broke the spec) or `NotApplicable` (the config or the plugins' versions do not
@@ -25,6 +26,7 @@ import concurrent.futures
 import copy
 import enum
 import ipaddress
+import itertools
 import json
 import shutil
 import tempfile
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pycni.cni import versions
+from pycni.conformance import nodestate
 from pycni.lab import connectivity
 from pycni.lab import netns as netns_mod
 from pycni.lab.runtime import (
@@ -46,6 +49,7 @@ from pycni.lab.runtime import (
     Network,
     PluginError,
     ProblemKind,
+    ResultVersionError,
     Runtime,
     invoke,
     load_network,
@@ -124,11 +128,21 @@ class Suite:
     timeout: float = 30.0
     extra_env: dict[str, str] = field(default_factory=dict)
     capability_args: JSONObject = field(default_factory=dict)
+    # the runtime the suite acts as: its libcni's newest version, and whether it reads
+    # cniVersions (libcni 1.2+, the first to know 1.1.0, does)
+    max_version: str = versions.CURRENT
+    reads_cni_versions: bool = True
     _versions: dict[str, Invocation] = field(default_factory=dict)
+    # makes another node like `node` (a check that must see the node as no other check left it)
+    new_node: Callable[[], netns_mod.Netns] | None = None
+
+    def load(self, netconf: Mapping[str, Any]) -> Network:
+        """`netconf` as this suite's runtime reads it (which version it selects)."""
+        return load_network(netconf, self.max_version, self.reads_cni_versions)
 
     @property
     def network(self) -> Network:
-        return load_network(self.netconf)
+        return self.load(self.netconf)
 
     @property
     def cni_version(self) -> str:
@@ -235,6 +249,8 @@ class Scope:
         self.runtime = Runtime(
             suite.all_dirs,
             str(self.dir / "cache"),
+            max_version=suite.max_version,
+            reads_cni_versions=suite.reads_cni_versions,
             timeout=suite.timeout,
             in_netns=suite.node.path,
             extra_env=suite.extra_env,
@@ -242,6 +258,7 @@ class Scope:
         self.netconf = self._with_own_state(suite.netconf)
         self.pods: list[Pod] = []
         self._counter = 0
+        self._own_node: netns_mod.Netns | None = None
 
     @property
     def ifname(self) -> str:
@@ -249,7 +266,16 @@ class Scope:
 
     @property
     def node(self) -> netns_mod.Netns:
-        return self.suite.node
+        return self._own_node or self.suite.node
+
+    def use_own_node(self) -> netns_mod.Netns:
+        """From now on the check's plugins run in a node of its own, made like the suite's and
+        deleted in `cleanup`: nothing another check did is on it. (The suite's node when the
+        suite cannot make another.)"""
+        if self._own_node is None and self.suite.new_node is not None:
+            self._own_node = self.suite.new_node()
+            self.runtime.in_netns = self._own_node.path
+        return self.node
 
     def _with_own_state(self, netconf: Mapping[str, Any]) -> JSONObject:
         """The config with every IPAM `dataDir` (host-local's lease store) in this scope."""
@@ -274,7 +300,7 @@ class Scope:
 
     def add(self, pod: Pod) -> JSONObject:
         pod.result = self.runtime.add(
-            pod.netconf, pod.container_id, pod.path, self.ifname, **self._args(pod)
+            pod.netconf, pod.container_id, pod.path, self.ifname, **self.attachment_args(pod)
         )
         return pod.result
 
@@ -284,13 +310,17 @@ class Scope:
         return pod
 
     def check(self, pod: Pod) -> None:
-        self.runtime.check(pod.netconf, pod.container_id, pod.path, self.ifname, **self._args(pod))
+        self.runtime.check(
+            pod.netconf, pod.container_id, pod.path, self.ifname, **self.attachment_args(pod)
+        )
 
     def delete(self, pod: Pod, netns: str | None = None) -> None:
         path = pod.path if netns is None else netns
-        self.runtime.delete(pod.netconf, pod.container_id, path, self.ifname, **self._args(pod))
+        self.runtime.delete(
+            pod.netconf, pod.container_id, path, self.ifname, **self.attachment_args(pod)
+        )
 
-    def _args(self, pod: Pod) -> dict[str, Any]:
+    def attachment_args(self, pod: Pod) -> dict[str, Any]:
         """CNI_ARGS and capability args: the same for ADD, CHECK and DEL of one attachment."""
         return {"cni_args": pod.cni_args, "capability_args": self.suite.capability_args}
 
@@ -328,14 +358,14 @@ class Scope:
 
     def head_request(self, **overrides: Any) -> JSONObject:
         """The ADD request of the chain's first plugin (as the runtime would send it)."""
-        network = load_network(self.netconf)
+        network = self.suite.load(self.netconf)
         return {**plugin_request(network, network.plugins[0]), **overrides}
 
     def gc(self, netconf: JSONObject, valid: Sequence[Pod]) -> list[Invocation]:
         """GC every plugin of the chain with `valid` as the valid attachments -- the plugin's
         own GC only. (Runtime.gc, like libcni, first DELs every cached attachment not listed,
         which would hide a plugin whose GC does nothing.)"""
-        network = load_network(netconf)
+        network = self.suite.load(netconf)
         listed = [{"containerID": p.container_id, "ifname": self.ifname} for p in valid]
         invocations = []
         for plugin in network.plugins:
@@ -383,6 +413,11 @@ class Scope:
                 errors.append(f"cleanup DEL of {pod.container_id}: {err}")
             try:
                 pod.ns.delete()
+            except netns_mod.NetnsError as err:
+                errors.append(str(err))
+        if self._own_node is not None:
+            try:
+                self._own_node.delete()
             except netns_mod.NetnsError as err:
                 errors.append(str(err))
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -930,7 +965,16 @@ def _require_check(scope: Scope) -> None:
 def check_after_add(scope: Scope) -> str:
     _require_check(scope)
     pod = scope.added_pod()
-    scope.check(pod)
+    try:
+        scope.check(pod)
+    except PluginError as err:  # maybe a chained plugin lost what this one checks
+        drops = chain_drops([i for i in scope.runtime.invocations if i.command == "ADD"])
+        if not drops:
+            raise
+        raise CheckFailed(
+            f"{err}; the prevResult it checked was not whole: {'; '.join(drops)}"
+            " (chain.prev-result)"
+        ) from None
     return "passed"
 
 
@@ -953,6 +997,52 @@ def check_removed_address(scope: Scope) -> str:
     except PluginError as err:
         return f"{target} removed: CHECK failed with code {err.code}"
     raise CheckFailed(f"CHECK passed after {target} was removed from {scope.ifname}")
+
+
+@_check(
+    "config.older-runtimes",
+    "libcni < 1.2 (containerd 1.6/1.7, CRI-O < 1.31)",
+    "the config works for a runtime at 1.0.0 that ignores cniVersions",
+)
+def config_older_runtimes(scope: Scope) -> str:
+    """ADD, CHECK, DEL as libcni 1.1 makes them: it sends the config's cniVersion, never reads
+    cniVersions, and fails an ADD whose result is newer than 1.0.0."""
+    legacy = versions.LEGACY_LIBCNI_MAX
+    runtime = Runtime(
+        scope.suite.all_dirs,
+        str(scope.dir / "legacy-cache"),
+        max_version=legacy,
+        reads_cni_versions=False,
+        timeout=scope.suite.timeout,
+        in_netns=scope.node.path,
+        extra_env=scope.suite.extra_env,
+    )
+    network = runtime.load(scope.netconf)
+    pod = scope.pod()
+    args = scope.attachment_args(pod)  # containerd's CNI_ARGS, the run's capability args
+    try:
+        runtime.add(pod.netconf, pod.container_id, pod.path, scope.ifname, **args)
+    except (ResultVersionError, PluginError) as err:
+        fix = (
+            f"; set cniVersion {legacy} and list {network.cni_version} in cniVersions"
+            if not versions.at_least(legacy, network.cni_version)
+            else ""
+        )
+        raise CheckFailed(
+            f"a runtime on libcni < 1.2 ({versions.LEGACY_RUNTIMES}) sends cniVersion"
+            f" {network.cni_version} (it ignores cniVersions): {err}{fix}"
+        ) from None
+    verbs = ["ADD"]
+    if versions.at_least(network.cni_version, versions.VERB_SINCE["CHECK"]) and not (
+        network.disable_check
+    ):
+        runtime.check(pod.netconf, pod.container_id, pod.path, scope.ifname, **args)
+        verbs.append("CHECK")
+    runtime.delete(pod.netconf, pod.container_id, pod.path, scope.ifname, **args)
+    verbs.append("DEL")
+    if scope.ifname in pod.ns.link_names():
+        raise CheckFailed(f"{scope.ifname} is still in the pod after DEL")
+    return f"cniVersion {network.cni_version} at a 1.0.0 runtime: {', '.join(verbs)} ok"
 
 
 # --- checks: DEL ------------------------------------------------------------------------------
@@ -1079,6 +1169,329 @@ def chain_failed_add_cleanup(scope: Scope) -> str:
             f"the address is still held after DEL: the next ADD fails: {err}"
         ) from None
     return "pod and node clean, address free again"
+
+
+# --- checks: what DEL leaves on the node, what a chain passes on ------------------------------
+
+_DIFFERENCES_SHOWN = 12  # in a failure; the rest are counted
+
+
+@dataclass(frozen=True)
+class _Step:
+    """The node right after one exec of one pod's ADD or DEL (or at the start of a cycle)."""
+
+    command: str  # "ADD", "DEL"; "" for the start
+    plugin: str
+    pod: int
+    node: nodestate.Snapshot
+
+    def __str__(self) -> str:
+        return f"{self.command} of pod {self.pod} ({self.plugin})"
+
+
+@_check(
+    "del.node-as-found",
+    "SPEC §2 DEL (release all resources), §3 Lifecycle",
+    "two ADD/DEL cycles leave the node the same: DEL undoes what its ADD did",
+)
+def del_node_as_found(scope: Scope) -> str:
+    scope.use_own_node()  # no other check's pods, nor what they left, on it
+    start = _node_state(scope)
+    first_pod, first = _add_del_cycle(scope, 1, start)
+    second_pod, second = _add_del_cycle(scope, 2, first[-1].node)
+    after_first, after_second = first[-1].node, second[-1].node
+    problems = [
+        _describe_leftover(change, second)
+        for change in nodestate.compare(after_first, after_second)
+        if not _cursor_moved(change, second_pod)
+    ]
+    # the same per-pod leftover every time (static IPAM) looks like the network's: that it
+    # names pod 1 gives it away
+    problems += [
+        f"{_describe_leftover(change, first)} (it names pod 1's {named})"
+        for change in nodestate.compare(start, after_first)
+        if (named := _names_pod(change, first_pod))
+    ]
+    if problems:
+        shown = "; ".join(problems[:_DIFFERENCES_SHOWN])
+        more = len(problems) - _DIFFERENCES_SHOWN
+        raise CheckFailed(
+            f"DEL did not leave the node as ADD found it: {shown}"
+            + (f"; and {more} more" if more > 0 else "")
+        )
+    detail = f"after pod 2's ADD and DEL as after pod 1's: {after_second.summary()}"
+    if after_second.unavailable:
+        detail += f"; not compared: {'; '.join(after_second.unavailable)}"
+    return detail
+
+
+def _node_state(scope: Scope) -> nodestate.Snapshot:
+    """The node now, with the files of every IPAM dataDir of the scope's config."""
+    data_dirs = []
+    for plugin in _plugins_of(scope.netconf):
+        ipam = plugin.get("ipam")
+        if isinstance(ipam, dict) and isinstance(ipam.get("dataDir"), str):
+            data_dirs.append(Path(ipam["dataDir"]))
+    return nodestate.take(scope.node, list(dict.fromkeys(data_dirs)))
+
+
+def _add_del_cycle(scope: Scope, n: int, start: nodestate.Snapshot) -> tuple[Pod, list[_Step]]:
+    """ADD and DEL one new pod, with the node looked at after every plugin's exec."""
+    pod = scope.pod()
+    steps = [_Step("", "", n, start)]
+
+    def look(invocation: Invocation) -> None:
+        steps.append(_Step(invocation.command, invocation.plugin, n, _node_state(scope)))
+
+    scope.runtime.on_invocation = look
+    try:
+        scope.add(pod)
+        scope.delete(pod)
+    finally:
+        scope.runtime.on_invocation = None
+    return pod, steps
+
+
+def _cursor_moved(change: nodestate.Change, pod: Pod) -> bool:
+    """A file rewritten with content that is not the pod's: an allocator's cursor (host-local's
+    last_reserved_ip), a seal or timestamp -- state kept for the network that changes by
+    design. A file that names the pod's container ID is the pod's record, not a cursor."""
+    return (
+        change.item.kind == "file"
+        and change.before is not None
+        and change.after is not None
+        and nodestate.mentions(change.after, [pod.container_id]) is None
+    )
+
+
+def _names_pod(change: nodestate.Change, pod: Pod) -> str | None:
+    """Which of the pod's identities (its container ID, addresses, MACs) a new or changed item
+    names; file contents count only when they name the container ID."""
+    if change.after is None:
+        return None
+    result = pod.result or {}
+    macs = [
+        str(i["mac"]) for i in result.get("interfaces") or [] if i.get("sandbox") and i.get("mac")
+    ]
+    tokens = [pod.container_id, *_pod_addresses(result), *macs]
+    if change.item.kind == "file":
+        return nodestate.mentions(change.item.key, tokens) or nodestate.mentions(
+            change.after, [pod.container_id]
+        )
+    return nodestate.mentions(f"{change.item.key} {change.after}", tokens)
+
+
+def _describe_leftover(change: nodestate.Change, steps: Sequence[_Step]) -> str:
+    """'<item>: added by ADD of pod 2 (bridge), not removed by its DEL' and the like: which
+    exec made the item what it is at the end of the cycle."""
+    item, pod = change.item, steps[0].pod
+    step = _step_that_made(change, steps)
+    by = str(step) if step else f"pod {pod}'s ADD or DEL"
+    if change.added:
+        what = f"{item}{_value(item, change.after)}: added by {by}"
+        if step is None or step.command == "ADD":
+            what += ", not removed by its DEL"
+    elif change.removed:
+        what = f"{item}: there before pod {pod}'s ADD, removed by {by}"
+    else:
+        what = f"{item}: {_what_changed(change.before or '', change.after or '')} by {by}"
+        if step is None or step.command == "ADD":
+            what += ", not put back by its DEL"
+    if change.with_it:
+        what += f" (with its {nodestate.with_it_summary(change.with_it)})"
+    return what
+
+
+def _step_that_made(change: nodestate.Change, steps: Sequence[_Step]) -> _Step | None:
+    """The last exec after which the item took the value it ends the cycle with."""
+    found = None
+    previous = steps[0].node.items.get(change.item)
+    for step in steps[1:]:
+        value = step.node.items.get(change.item)
+        if value != previous and value == change.after:
+            found = step
+        previous = value
+    return found
+
+
+def _what_changed(before: str, after: str) -> str:
+    """'mtu 1500 -> mtu 1450' for values of several parts, "'0' -> '1'" for one."""
+    old, new = before.split(", "), after.split(", ")
+    if len(old) > 1 or len(new) > 1:
+        gone = ", ".join(part for part in old if part not in new) or "nothing"
+        came = ", ".join(part for part in new if part not in old) or "nothing"
+        return f"{gone[:120]} -> {came[:120]}"
+    return f"{before[:120]!r} -> {after[:120]!r}"
+
+
+def _value(item: nodestate.Item, value: str | None) -> str:
+    if not value:
+        return ""
+    if item.kind == "link":  # kind, master/link: what a person recognises it by
+        return f" ({', '.join(part for part in value.split(', ')[:3] if part)})"
+    if item.kind == "file":
+        text = " ".join(value.split())
+        return f" ({text[:60]!r})"
+    return f" ({value[:80]})"
+
+
+@_check(
+    "chain.prev-result",
+    "SPEC §3 Adding an attachment (prevResult), Checking, Deleting",
+    "chained plugins pass on the prevResult they get; CHECK and DEL get the cached result",
+)
+def chain_prev_result(scope: Scope) -> str:
+    pod = scope.added_pod()
+    adds = [i for i in scope.runtime.invocations if i.command == "ADD"]
+    problems = chain_drops(adds)
+    problems += _wrongly_handed_adds(adds)
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    network = scope.suite.network
+    handed: list[Invocation] = []
+    note = ""
+    if versions.at_least(network.cni_version, "0.4.0") and not network.disable_check:
+        begun = len(scope.runtime.invocations)
+        try:
+            scope.check(pod)
+        except PluginError as err:  # CHECK's own verdict is check.after-add's business
+            note = f"; {err.plugin}'s CHECK failed, so the plugins after it got no CHECK"
+        handed += scope.runtime.invocations[begun:]
+    begun = len(scope.runtime.invocations)
+    scope.delete(pod)
+    handed += scope.runtime.invocations[begun:]
+    with_prev_on_del = versions.at_least(network.cni_version, "0.4.0")
+    for invocation in handed:
+        wanted = pod.result if invocation.command == "CHECK" or with_prev_on_del else None
+        wrong = _handed_wrongly(_given_prev_result(invocation), wanted, "the cached result")
+        if wrong:
+            problems.append(
+                f"the runtime handed {invocation.plugin}'s {invocation.command} {wrong}"
+            )
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    chained = [i.plugin for i in adds[1:]]
+    verbs = " and ".join(dict.fromkeys(i.command for i in handed))
+    carried = (
+        f"{', '.join(chained)} kept every entry of the prevResult they got"
+        if chained
+        else f"{adds[0].plugin} alone: no prevResult to carry on ADD"
+    )
+    got = "the cached result" if with_prev_on_del or "CHECK" in verbs else "no prevResult"
+    return f"{carried}; {verbs} of every plugin got {got}{note}"
+
+
+def chain_drops(adds: Sequence[Invocation]) -> list[str]:
+    """'<plugin> dropped <entries> from the prevResult it was given (<previous>'s result)' for
+    every chained ADD whose result lacks an interface, IP, route or DNS entry it was given."""
+    problems = []
+    for previous, invocation in itertools.pairwise(adds):
+        if not invocation.ok:
+            continue
+        lost, instead = result_losses(_given_prev_result(invocation), invocation.output)
+        if lost:
+            problem = (
+                f"{invocation.plugin} dropped {', '.join(lost)} from the prevResult it was"
+                f" given ({previous.plugin}'s result)"
+            )
+            if instead:
+                problem += f"; its result has {', '.join(instead)} instead"
+            problems.append(problem)
+    return problems
+
+
+def _wrongly_handed_adds(adds: Sequence[Invocation]) -> list[str]:
+    problems = []
+    for n, invocation in enumerate(adds):
+        wanted = adds[n - 1].output if n else None
+        source = f"{adds[n - 1].plugin}'s result" if n else "none (it is first in the chain)"
+        wrong = _handed_wrongly(_given_prev_result(invocation), wanted, source)
+        if wrong:
+            problems.append(f"the runtime handed {invocation.plugin}'s ADD {wrong}")
+    return problems
+
+
+def _given_prev_result(invocation: Invocation) -> Any:
+    try:
+        request = json.loads(invocation.stdin)
+    except ValueError:
+        return None
+    return request.get("prevResult") if isinstance(request, dict) else None
+
+
+def _handed_wrongly(given: Any, wanted: Any, what: str) -> str:
+    """'' when `given` is `wanted`; otherwise how the prevResult handed differs."""
+    if given == wanted:
+        return ""
+    if wanted is None:
+        return f"a prevResult where it should get {what}"
+    if given is None:
+        return f"no prevResult where it should get {what}"
+    lost, extra = result_losses(wanted, given)
+    differences = [f"lacks {', '.join(lost)}"] if lost else []
+    differences += [f"adds {', '.join(extra)}"] if extra else []
+    return f"a prevResult that is not {what}: it {'; '.join(differences) or 'differs in fields'}"
+
+
+def result_losses(given: Any, result: Any) -> tuple[list[str], list[str]]:
+    """(entries of the result `given` that `result` lacks, entries `result` has that `given`
+    has not): interfaces (by name and sandbox), IPs (address and the interface they are on),
+    routes (destination and gateway), DNS nameservers, search domains, options and domain.
+    Other fields of an entry (a MAC, an MTU, a gateway of an IP) may change."""
+    if not isinstance(given, dict):
+        return [], []
+    if not isinstance(result, dict):
+        return ["everything (no result object)"], []
+    old, new = _result_entries(given), _result_entries(result)
+    return [e for e in old if e not in new], [e for e in new if e not in old]
+
+
+def _result_entries(result: Mapping[str, Any]) -> list[str]:
+    interfaces = [i for i in result.get("interfaces") or [] if isinstance(i, dict)]
+    names = [_interface_text(i) for i in interfaces]
+    entries = [f"interface {name}" for name in names]
+    for ip in result.get("ips") or []:
+        if not isinstance(ip, dict):
+            continue
+        index = ip.get("interface")
+        on = f" on {names[index]}" if type(index) is int and 0 <= index < len(names) else ""
+        entries.append(f"ip {_canonical(ip.get('address'), ipaddress.ip_interface)}{on}")
+    for route in result.get("routes") or []:
+        if not isinstance(route, dict):
+            continue
+        via = f" via {_canonical(route['gw'], ipaddress.ip_address)}" if route.get("gw") else ""
+        entries.append(f"route {_canonical(route.get('dst'), _network)}{via}")
+    dns = result.get("dns")
+    if isinstance(dns, dict):
+        for key, label in (
+            ("nameservers", "nameserver"),
+            ("search", "search"),
+            ("options", "option"),
+        ):
+            values = dns.get(key)
+            entries += [f"dns {label} {v}" for v in values or [] if isinstance(values, list)]
+        if dns.get("domain"):
+            entries.append(f"dns domain {dns['domain']}")
+    return entries
+
+
+_DNS_LISTS = (("nameservers", "nameserver"), ("search", "search"), ("options", "option"))
+
+
+def _interface_text(interface: Mapping[str, Any]) -> str:
+    sandbox = interface.get("sandbox")
+    return f"{interface.get('name')} in {sandbox}" if sandbox else f"{interface.get('name')}"
+
+
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(value, strict=False)
+
+
+def _canonical(value: Any, parse: Callable[[str], object]) -> str:
+    try:
+        return str(parse(str(value)))
+    except ValueError:
+        return str(value)
 
 
 # --- checks: GC and STATUS --------------------------------------------------------------------

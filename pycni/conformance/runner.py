@@ -3,7 +3,8 @@
 `run_suite` creates a node namespace (every plugin runs inside it, never in the host's; like a
 real node it has an address and a default route, `uplink0` in NODE_UPLINK), a work
 directory (results caches, IPAM state, the harness's own failing plugin), runs each selected
-check in a `Scope` of its own and removes all of it at the end, also on Ctrl-C.
+check in a `Scope` of its own and removes all of it at the end, also on Ctrl-C. A check may
+ask for a node of its own (`new_node` makes it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pycni.cni import versions
 from pycni.conformance.checks import (
     FAIL_PLUGIN,
     FAIL_PLUGIN_SOURCE,
@@ -58,6 +60,7 @@ class Report:
     cni_version: str
     plugins: list[str]
     plugin_dirs: list[str]
+    runtime_cni_version: str = versions.CURRENT
     results: list[CheckResult] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -89,23 +92,27 @@ def run_suite(
     extra_env: Mapping[str, str] | None = None,
     capability_args: Mapping[str, Any] | None = None,
     progress: Callable[[CheckResult], None] | None = None,
+    runtime_cni_version: str = versions.CURRENT,
 ) -> Report:
     """Run the selected checks (all by default) against the plugins in `plugin_dirs` with
     `netconf`. Plugins get CNI_* and `extra_env` (default: PATH, as a runtime passes its own
     environment; Go plugins that run iptables need it); every ADD, CHECK and DEL gets
     `capability_args` (runtimeConfig for the plugins that declare those capabilities) and
-    containerd's CNI_ARGS (IgnoreUnknown=1, K8S_POD_NAMESPACE, K8S_POD_NAME, ...)."""
+    containerd's CNI_ARGS (IgnoreUnknown=1, K8S_POD_NAMESPACE, K8S_POD_NAME, ...).
+
+    `runtime_cni_version` is the newest version the runtime's libcni knows: below 1.1.0 the
+    suite acts as libcni before 1.2 (containerd 1.6/1.7, CRI-O before 1.31) -- it ignores
+    `cniVersions`, sends `cniVersion` and fails an ADD whose result is newer than that
+    version; from 1.1.0 it selects from `cniVersions` as libcni 1.2+ does."""
     checks = select(only)
     env = (
         dict(extra_env) if extra_env is not None else {"PATH": os.environ.get("PATH", DEFAULT_PATH)}
     )
-    report = empty_report(plugin_dirs, netconf)
+    report = empty_report(plugin_dirs, netconf, runtime_cni_version)
     started = time.monotonic()
     work_dir = Path(tempfile.mkdtemp(prefix="pycni-conformance-"))
-    node = netns_mod.create(NODE_NETNS_PREFIX)
+    node = new_node()
     try:
-        node.ip("link", "set", "lo", "up")
-        _add_uplink(node)
         _install_fail_plugin(work_dir / "bin")
         suite = Suite(
             list(plugin_dirs),
@@ -116,6 +123,9 @@ def run_suite(
             timeout,
             env,
             dict(capability_args or {}),
+            max_version=runtime_cni_version,
+            reads_cni_versions=reads_cni_versions(runtime_cni_version),
+            new_node=new_node,
         )
         for check in checks:
             result = _run_one(suite, check)
@@ -129,11 +139,22 @@ def run_suite(
     return report
 
 
-def empty_report(plugin_dirs: Sequence[str], netconf: Mapping[str, Any]) -> Report:
+def empty_report(
+    plugin_dirs: Sequence[str],
+    netconf: Mapping[str, Any],
+    runtime_cni_version: str = versions.CURRENT,
+) -> Report:
     """The report of a run not started yet (NetconfError for a config libcni would refuse)."""
-    network = load_network(netconf)
+    network = load_network(netconf, runtime_cni_version, reads_cni_versions(runtime_cni_version))
     plugins = [str(p["type"]) for p in network.plugins]
-    return Report(network.name, network.cni_version, plugins, list(plugin_dirs))
+    return Report(
+        network.name, network.cni_version, plugins, list(plugin_dirs), runtime_cni_version
+    )
+
+
+def reads_cni_versions(runtime_cni_version: str) -> bool:
+    """libcni learnt `cniVersions` in 1.2, its first release at spec 1.1.0."""
+    return versions.at_least(runtime_cni_version, "1.1.0")
 
 
 def _run_one(suite: Suite, check: Check) -> CheckResult:
@@ -157,6 +178,19 @@ def _run_one(suite: Suite, check: Check) -> CheckResult:
     return CheckResult(
         check.id, check.section, check.title, verdict, detail, time.monotonic() - started
     )
+
+
+def new_node() -> netns_mod.Netns:
+    """A node namespace: loopback up, and an uplink with the node's address and default route.
+    The caller deletes it."""
+    node = netns_mod.create(NODE_NETNS_PREFIX)
+    try:
+        node.ip("link", "set", "lo", "up")
+        _add_uplink(node)
+    except BaseException:
+        node.delete()
+        raise
+    return node
 
 
 def _add_uplink(node: netns_mod.Netns) -> None:
@@ -206,11 +240,19 @@ def render_header(report: Report) -> str:
     return "\n".join(
         [
             f"network '{report.network}', cniVersion {report.cni_version}, plugins"
-            f" {' -> '.join(report.plugins)} (from {':'.join(report.plugin_dirs)})",
+            f" {' -> '.join(report.plugins)} (from {':'.join(report.plugin_dirs)})"
+            + _runtime_note(report),
             "",
             f"{'':<4}  {'check':<26} {'what was seen'}",
         ]
     )
+
+
+def _runtime_note(report: Report) -> str:
+    if report.runtime_cni_version == versions.CURRENT:
+        return ""
+    reads = "reads" if reads_cni_versions(report.runtime_cni_version) else "ignores"
+    return f"; as a runtime at {report.runtime_cni_version} ({reads} cniVersions)"
 
 
 def render_table(report: Report, colour: bool = False) -> str:
@@ -231,6 +273,7 @@ def as_json(report: Report) -> JSONObject:
         "cniVersion": report.cni_version,
         "plugins": report.plugins,
         "pluginDirs": report.plugin_dirs,
+        "runtimeCniVersion": report.runtime_cni_version,
         "seconds": round(report.seconds, 3),
         "summary": {v.value: report.count(v) for v in Verdict},
         "checks": [

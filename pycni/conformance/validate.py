@@ -14,6 +14,10 @@ checks (pycni.validators.formats) the plugins' generated validators use. Per fil
 Every problem is printed with its JSON path in the file and the CNI error code the plugin would
 answer with: 2 for a key it does not support, 7 for any other invalid value. Exit status 0 when
 every file is valid, 1 otherwise.
+
+A warning (stderr, exit status unchanged) for a `cniVersion` newer than 1.0.0: runtimes on
+libcni before 1.2 ignore `cniVersions`, send `cniVersion` as it is and cannot parse a newer
+result, whatever lower versions `cniVersions` lists -- every pod on those nodes would fail.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from pycni.cni import jsonio
+from pycni.cni import jsonio, registry, versions
 from pycni.cni.errors import CniError, Code, ConfigError, UnsupportedField
 from pycni.validators.formats import FORMATS, json_kind, member_path, shown
 
@@ -38,16 +42,10 @@ COMMAND = "validate"
 HELP = "check .conf/.conflist files against pycni's config schemas"
 
 ENVELOPE_SCHEMA = "netconf"
-# Which schema a plugin's config must satisfy: by the plugin's type, and by its ipam.type.
-PLUGIN_SCHEMAS = {
-    "pycni-host-local": "host-local",
-    "pycni-bandwidth": "bandwidth",
-    "pycni-bridge": "bridge",
-    "pycni-vxlan": "vxlan",
-    "pycni-ipip": "ipip",
-    "pycni-portmap": "portmap",
-}
-IPAM_SCHEMAS = {"pycni-host-local": "host-local"}
+# Which schema a plugin's config must satisfy (pycni.cni.registry): by the plugin's type, and,
+# for an IPAM plugin, by its ipam.type.
+PLUGIN_SCHEMAS = {entry.executable: entry.schema for entry in registry.PLUGINS}
+IPAM_SCHEMAS = {entry.executable: entry.schema for entry in registry.PLUGINS if entry.ipam}
 
 _TYPE_WORDS = {
     "string": "a string",
@@ -77,6 +75,7 @@ class Report:
     path: str
     errors: list[CniError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, error: CniError) -> None:
         if not any((e.code, e.msg) == (error.code, error.msg) for e in self.errors):
@@ -100,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     for name in args.files:
         report = check_file(name)
+        for warning in report.warnings:
+            print(f"{name}: warning: {warning}", file=sys.stderr)
         for note in report.notes:
             print(f"{name}: {note}")
         for error in report.errors:
@@ -147,11 +148,40 @@ def check_doc(doc: object, is_list: bool, report: Report) -> None:
         )
     for error in problems(envelope_validator(kind), doc, "$"):
         report.add(error)
+    warning = older_runtime_warning(doc, is_list)
+    if warning:
+        report.warnings.append(warning)
     checks, notes = plan(doc, is_list)
     report.notes += notes
     for check in checks:
         for error in problems(validator(check.schema), check.doc, check.prefix, check.inserted):
             report.add(error)
+
+
+def older_runtime_warning(doc: object, is_list: bool) -> str | None:
+    """Why runtimes on libcni < 1.2 cannot run this config, or None if they can."""
+    declared = doc.get("cniVersion") if isinstance(doc, dict) else None
+    try:
+        newer = isinstance(declared, str) and not versions.at_least(
+            versions.LEGACY_LIBCNI_MAX, declared
+        )
+    except ValueError:
+        return None  # the envelope check reports a malformed version
+    if not newer:
+        return None
+    legacy = versions.LEGACY_LIBCNI_MAX
+    fix = (
+        f'set "cniVersion": "{legacy}" and list "{declared}" in "cniVersions" (libcni 1.2+'
+        " selects it from there)"
+        if is_list
+        else f'a single network config has no cniVersions: use "cniVersion": "{legacy}", or a'
+        " .conflist with cniVersions"
+    )
+    return (
+        f"cniVersion {declared}: runtimes on libcni < 1.2 ({versions.LEGACY_RUNTIMES}) ignore"
+        f" cniVersions, send {declared} and cannot parse the result: they cannot run this"
+        f" network; {fix}"
+    )
 
 
 def plan(doc: object, is_list: bool) -> tuple[list[Check], list[str]]:

@@ -60,14 +60,18 @@ class Underlay(Record):
 
 
 class PeerSource(Record):
-    """Where a config takes its peers from: inline `peers`, else the file `peers_file`."""
+    """Where a config takes its peers from: inline `peers`, else the file `peers_file`, whose
+    entries `check_peer` (the config schema's) validates when it is read."""
 
-    __slots__ = ("peers", "peers_file")
+    __slots__ = ("check_peer", "peers", "peers_file")
     peers: list[Peer] | None
     peers_file: str | None
+    check_peer: CheckPeer
 
-    def __init__(self, peers: list[Peer] | None, peers_file: str | None) -> None:
-        self._init(peers=peers, peers_file=peers_file)
+    def __init__(
+        self, peers: list[Peer] | None, peers_file: str | None, check_peer: CheckPeer
+    ) -> None:
+        self._init(peers=peers, peers_file=peers_file, check_peer=check_peer)
 
 
 def parse_source(c: dict[str, object], check_peer: CheckPeer) -> PeerSource:
@@ -75,7 +79,7 @@ def parse_source(c: dict[str, object], check_peer: CheckPeer) -> PeerSource:
     raw = c.get("peers")
     peers = parse_peers(raw, "$.peers", check_peer) if isinstance(raw, list) else None
     peers_file = c.get("peersFile")
-    return PeerSource(peers, peers_file if isinstance(peers_file, str) else None)
+    return PeerSource(peers, peers_file if isinstance(peers_file, str) else None, check_peer)
 
 
 def parse_peers(raw: list[object], path: str, check_peer: CheckPeer) -> list[Peer]:
@@ -92,7 +96,7 @@ def parse_peers(raw: list[object], path: str, check_peer: CheckPeer) -> list[Pee
     return peers
 
 
-def load(source: PeerSource, check_peer: CheckPeer) -> list[Peer]:
+def load(source: PeerSource) -> list[Peer]:
     """The peer set: `peers`, or the list in `peersFile` (read now: it changes as nodes come
     and go). A missing file is 11 (try again later: the agent has not written it yet)."""
     if source.peers is not None:
@@ -117,7 +121,7 @@ def load(source: PeerSource, check_peer: CheckPeer) -> list[Peer]:
         ) from None
     if not isinstance(raw, list):
         raise ConfigError("$.peersFile", f"'{source.peers_file}' must hold a JSON list of peers")
-    return parse_peers(raw, "$.peersFile", check_peer)
+    return parse_peers(raw, "$.peersFile", source.check_peer)
 
 
 def source_problem(source: PeerSource) -> str | None:

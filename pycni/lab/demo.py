@@ -167,8 +167,8 @@ def _conflist(ipv6: bool) -> dict[str, Any]:
     if ipv6:
         ranges.append([{"subnet": "fd00:10:244:1::/64"}])
     return {
-        "cniVersion": "1.1.0",
-        "cniVersions": ["0.4.0", "1.0.0", "1.1.0"],
+        "cniVersion": "1.0.0",  # what runtimes on libcni < 1.2 send; newer ones pick 1.1.0
+        "cniVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"],
         "name": "kubenet",
         "plugins": [
             {

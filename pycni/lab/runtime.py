@@ -35,7 +35,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,11 @@ class PluginNotFoundError(CniRuntimeError, LookupError):
 
 class VerbNotSupportedError(CniRuntimeError):
     """The configuration's version does not have the verb (libcni: CHECK below 0.4.0)."""
+
+
+class ResultVersionError(CniRuntimeError):
+    """A plugin's ADD result is in a version newer than the runtime's ceiling: libcni cannot
+    parse it ("unsupported CNI result version"), and the ADD fails."""
 
 
 class CacheError(CniRuntimeError):
@@ -450,9 +455,14 @@ class Network:
     source: JSONObject = field(repr=False)
 
 
-def load_network(netconf: Mapping[str, Any], max_version: str = versions.CURRENT) -> Network:
+def load_network(
+    netconf: Mapping[str, Any],
+    max_version: str = versions.CURRENT,
+    reads_cni_versions: bool = True,
+) -> Network:
     """Read a conflist (with `plugins`) or a single network config (with `type`; libcni's
-    `ConfListFromConf` makes it a one-plugin list). Raises NetconfError."""
+    `ConfListFromConf` makes it a one-plugin list). Raises NetconfError. `reads_cni_versions`
+    False is libcni before 1.2, which knows no `cniVersions`."""
     name = netconf.get("name")
     if not isinstance(name, str) or not name:
         raise NetconfError(f"network config has no valid name: {name!r}")
@@ -471,7 +481,7 @@ def load_network(netconf: Mapping[str, Any], max_version: str = versions.CURRENT
             raise NetconfError(f"network '{name}': plugin {index}: 'capabilities' is no object")
     return Network(
         name=name,
-        cni_version=select_version(netconf, max_version),
+        cni_version=select_version(netconf, max_version, reads_cni_versions),
         plugins=tuple(plugins),
         disable_check=_read_bool(netconf, "disableCheck"),
         disable_gc=_read_bool(netconf, "disableGC"),
@@ -479,15 +489,30 @@ def load_network(netconf: Mapping[str, Any], max_version: str = versions.CURRENT
     )
 
 
-def select_version(netconf: Mapping[str, Any], max_version: str = versions.CURRENT) -> str:
+def select_version(
+    netconf: Mapping[str, Any],
+    max_version: str = versions.CURRENT,
+    reads_cni_versions: bool = True,
+) -> str:
     """libcni's choice: of `cniVersion` and `cniVersions` together, drop versions newer than the
     runtime's own (`max_version`), take the highest. If none is left, `cniVersion` stands
     unchanged (libcni does the same; the plugin will then refuse it with code 1). Unlike
-    libcni, which would send `"cniVersion": ""`, a config with no version at all is refused."""
+    libcni, which would send `"cniVersion": ""`, a config with no version at all is refused.
+
+    Without `reads_cni_versions` (libcni before 1.2: containerd 1.6/1.7, CRI-O before 1.31)
+    `cniVersion` is sent as it is, whatever the ceiling and whatever `cniVersions` lists."""
     declared = netconf.get("cniVersion", "")
     extra = netconf.get("cniVersions", [])
     if not isinstance(declared, str):
         raise NetconfError(f"cniVersion must be a string, found {declared!r}")
+    if not reads_cni_versions:
+        if not declared:
+            raise NetconfError(
+                "network config has no cniVersion (a runtime on libcni before 1.2 does not"
+                " read cniVersions)"
+            )
+        _parse_version(declared)
+        return declared
     if not isinstance(extra, list) or not all(isinstance(v, str) for v in extra):
         raise NetconfError(f"cniVersions must be a list of strings, found {extra!r}")
     candidates: list[str] = [declared, *extra] if declared else list(extra)
@@ -641,7 +666,9 @@ class Runtime:
     """A libcni `CNIConfig`: plugin directories, a cache directory and a version ceiling.
 
     Every exec is appended to `invocations`, so a harness can inspect each one (its problems
-    included) even when the runtime, like libcni, judged it a success. `in_netns` runs every
+    included) even when the runtime, like libcni, judged it a success; `on_invocation`, when
+    set, is called with each one as soon as it ends (before the next plugin of the chain runs),
+    so a harness can look at the node between the plugins of one chain. `in_netns` runs every
     plugin inside that network namespace (a stand-in for a node); `loopback=True` attaches the
     `loopback` plugin before each `add` and detaches it after each `delete`, as containerd does,
     when a `loopback` executable is present.
@@ -653,6 +680,7 @@ class Runtime:
         cache_dir: str,
         *,
         max_version: str = versions.CURRENT,
+        reads_cni_versions: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
         in_netns: str | None = None,
         extra_env: Mapping[str, str] | None = None,
@@ -662,18 +690,20 @@ class Runtime:
         self.plugin_dirs = list(plugin_dirs)
         self.cache_dir = Path(cache_dir)
         self.max_version = max_version
+        self.reads_cni_versions = reads_cni_versions
         self.timeout = timeout
         self.in_netns = in_netns
         self.extra_env = dict(extra_env or {})
         self.loopback = loopback
         self.invocations: list[Invocation] = []
+        self.on_invocation: Callable[[Invocation], None] | None = None
 
     @property
     def cni_path(self) -> str:
         return ":".join(self.plugin_dirs)
 
     def load(self, netconf: Mapping[str, Any]) -> Network:
-        return load_network(netconf, self.max_version)
+        return load_network(netconf, self.max_version, self.reads_cni_versions)
 
     def find_plugin(self, plugin_type: str) -> str:
         """libcni `FindInPath`: the first regular file named `plugin_type` in the plugin dirs."""
@@ -878,6 +908,7 @@ class Runtime:
                 network, plugin, prev_result=result, capability_args=attachment.capability_args
             )
             result = self._exec("ADD", plugin, request, attachment).result()
+            self._check_result_version(plugin, result)
         assert result is not None  # load_network refuses an empty plugin list
         self._write_cache(network, attachment, result)
         return result
@@ -929,7 +960,24 @@ class Runtime:
             extra_env=self.extra_env,
         )
         self.invocations.append(invocation)
+        if self.on_invocation is not None:
+            self.on_invocation(invocation)
         return invocation
+
+    def _check_result_version(self, plugin: Mapping[str, Any], result: JSONObject) -> None:
+        """libcni parses every ADD result and knows no version newer than its own: a result
+        above the ceiling fails the ADD, as "unsupported CNI result version" (libcni 1.1's
+        words; the runtime then DELs the attachment)."""
+        version = result.get("cniVersion")
+        try:
+            newer = isinstance(version, str) and not versions.at_least(self.max_version, version)
+        except ValueError:
+            return
+        if newer:
+            raise ResultVersionError(
+                f'plugin type="{plugin["type"]}" failed (add): unsupported CNI result version'
+                f' "{version}"'
+            )
 
     def _has_plugin(self, plugin_type: str) -> bool:
         try:

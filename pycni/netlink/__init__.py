@@ -1,11 +1,12 @@
 """A small rtnetlink client of our own, for the per-call path of the plugins.
 
 pyroute2 costs 150-280 ms of imports per call (asyncio included) and forks a helper per
-namespace. Importing this package costs ≈ 2.3 ms in a frozen plugin (≈ 1.7 ms unfrozen; about
+namespace. Using Rtnl costs ≈ 2.3 ms of imports in a frozen plugin (≈ 1.7 ms unfrozen; about
 0.1 ms of that is per module of the package) and loads only `_socket`, `struct`, `os`, `errno`
 and, the first time a namespace is entered on Python 3.11, `_ctypes` (≈ 0.7 ms frozen; see
 pycni.netlink.namespace for why and what the alternatives cost). An ADD's netlink work (veth
-into the pod, enslave, address, link up, default route) then takes ≈ 1 ms.
+into the pod, enslave, address, link up, default route) then takes ≈ 1 ms. The package imports
+its names the first time one is used, so a call that needs only `nftables` pays for nftables.
 
     with Rtnl() as host, Rtnl(netns=call.netns) as pod:
         veth = host.create_veth("veth1a2b", "eth0", peer_netns=call.netns, mtu=1450)
@@ -16,10 +17,15 @@ into the pod, enslave, address, link up, default route) then takes ≈ 1 ms.
         pod.add_route(Prefix.parse("0.0.0.0/0"), gateway=IP.parse("10.22.0.1"))
 
 The layout:
-- `rtnl`       NetlinkSocket (the exchange any netlink protocol needs) and Rtnl: the
-               rtnetlink socket and every request (links, addresses, routes, neighbours, FDB,
-               qdiscs and filters: a tbf, the ingress qdisc, a u32 redirect to an IFB);
+- `socket`     NetlinkSocket: the exchange any netlink protocol needs (send, match the
+               answers by sequence number and port id, ack or the kernel's errno, dumps read
+               to their end and run again when interrupted);
+- `rtnl`       Rtnl: the rtnetlink socket and every request (links, addresses, routes,
+               neighbours, FDB, qdiscs and filters: a tbf, the ingress qdisc, a u32 redirect
+               to an IFB);
 - `conntrack`  Conntrack (ctnetlink): list connection-tracking entries, delete them;
+- `nftables`   the one module that speaks nftables: run a script atomically (one retry helper
+               for races), build scripts, read chains and sets over nfnetlink, typed elements;
 - `records`    Link (with VxlanInfo, IpipInfo, BridgeInfo, BridgePort), Address, Route,
                Neighbour, Qdisc (with TbfInfo), Filter;
 - `errors`     NetlinkError (exact errno), NetlinkNotFound, NetlinkExists, NamespaceNotFound;
@@ -46,46 +52,65 @@ failed policy validation" for a name longer than 15 bytes, EINVAL for a bad MTU.
 
 from __future__ import annotations
 
-from pycni.netlink.errors import (
-    NamespaceError,
-    NamespaceNotFound,
-    NetlinkError,
-    NetlinkExists,
-    NetlinkNotFound,
-)
-from pycni.netlink.kernel import (
-    AF_BRIDGE,
-    AF_INET,
-    AF_INET6,
-    AF_UNSPEC,
-    IFA_F_NODAD,
-    IFA_F_NOPREFIXROUTE,
-    NUD_PERMANENT,
-    NUD_REACHABLE,
-    RT_SCOPE_HOST,
-    RT_SCOPE_LINK,
-    RT_SCOPE_UNIVERSE,
-    RT_TABLE_MAIN,
-    RTPROT_BOOT,
-    RTPROT_STATIC,
-    TC_H_INGRESS,
-    TC_H_INGRESS_HANDLE,
-    TC_H_ROOT,
-)
-from pycni.netlink.records import (
-    Address,
-    BridgeInfo,
-    BridgePort,
-    Filter,
-    IpipInfo,
-    Link,
-    Neighbour,
-    Qdisc,
-    Route,
-    TbfInfo,
-    VxlanInfo,
-)
-from pycni.netlink.rtnl import Rtnl, tbf_buffer_ticks
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pycni.netlink.errors import (
+        NamespaceError,
+        NamespaceNotFound,
+        NetlinkError,
+        NetlinkExists,
+        NetlinkNotFound,
+    )
+    from pycni.netlink.kernel import (
+        AF_BRIDGE,
+        AF_INET,
+        AF_INET6,
+        AF_UNSPEC,
+        IFA_F_NODAD,
+        IFA_F_NOPREFIXROUTE,
+        NUD_PERMANENT,
+        NUD_REACHABLE,
+        RT_SCOPE_HOST,
+        RT_SCOPE_LINK,
+        RT_SCOPE_UNIVERSE,
+        RT_TABLE_MAIN,
+        RTPROT_BOOT,
+        RTPROT_STATIC,
+        TC_H_INGRESS,
+        TC_H_INGRESS_HANDLE,
+        TC_H_ROOT,
+    )
+    from pycni.netlink.records import (
+        Address,
+        BridgeInfo,
+        BridgePort,
+        Filter,
+        IpipInfo,
+        Link,
+        Neighbour,
+        Qdisc,
+        Route,
+        TbfInfo,
+        VxlanInfo,
+    )
+    from pycni.netlink.rtnl import Rtnl, tbf_buffer_ticks
+
+# The names below are imported the first time one is asked for (PEP 562), from the first of
+# these modules that has it (each needs the ones before it, so nothing more is loaded than the
+# name needs): `import pycni.netlink.nftables` or `.conntrack` loads what that module needs,
+# not rtnetlink's tables.
+_MODULES = ("errors", "kernel", "records", "rtnl")
+
+
+def __getattr__(name: str) -> object:
+    if name in __all__:
+        for module in _MODULES:
+            value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name, __all__)
+            if value is not __all__:
+                globals()[name] = value
+                return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AF_BRIDGE",

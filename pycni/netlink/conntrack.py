@@ -17,8 +17,7 @@ import errno
 from pycni.cni.ip import IP
 from pycni.cni.record import Record
 from pycni.netlink import kernel as k
-from pycni.netlink.errors import NetlinkNotFound
-from pycni.netlink.rtnl import NetlinkSocket
+from pycni.netlink.socket import NetlinkSocket, ignore_not_found
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -95,13 +94,10 @@ class Conntrack(NetlinkSocket):
             "zone": entry.zone,
         }
         body = k.NFGENMSG.pack(entry.family, k.NFNETLINK_V0, 0) + k.CTA.encode(attrs)
-        try:
+        with ignore_not_found(missing_ok):
             self._request(
                 _message_type(k.IPCTNL_MSG_CT_DELETE), 0, body, f"delete {entry}", ENTRY_GONE
             )
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def delete_to_ports(
         self, proto: int, ports: Collection[int], families: Collection[int] = tuple(_IP_KEYS)

@@ -1,10 +1,9 @@
 """`Rtnl`: one NETLINK_ROUTE socket in one network namespace, and what the plugins ask of it.
 
-Every request carries NLM_F_ACK and waits for its answer: the kernel's error (raised as
-NetlinkError with the exact errno) or its ack. Answers are matched by sequence number and port
-id; anything else on the socket (the tail of a dump abandoned by an exception) is skipped.
-Dumps are read to NLMSG_DONE and run again when the kernel flags them NLM_F_DUMP_INTR (the
-tables changed while they were read), up to DUMP_ATTEMPTS times.
+The exchange (NLM_F_ACK on every request, answers matched by sequence number and port id, the
+kernel's exact errno, interrupted dumps run again) is pycni.netlink.socket's NetlinkSocket;
+this module adds the requests, and per kind of request which errnos mean "not there" (the
+*_GONE tables below).
 
 Dumps of routes, addresses and neighbours that ask for one table, protocol, link or family
 are made on a strict-checking socket (NETLINK_GET_STRICT_CHK), where the kernel (4.20 and
@@ -15,14 +14,12 @@ again here, so an older kernel that ignores them gives the same answer, only slo
 
 from __future__ import annotations
 
-import _socket
 import errno
 import os
-import struct
 
 from pycni.netlink import kernel as k
-from pycni.netlink.errors import NetlinkError, NetlinkExists, NetlinkNotFound
-from pycni.netlink.namespace import open_netns, socket_in_netns
+from pycni.netlink.errors import NetlinkError, NetlinkNotFound
+from pycni.netlink.namespace import open_netns
 from pycni.netlink.records import (
     Address,
     Filter,
@@ -37,21 +34,14 @@ from pycni.netlink.records import (
     qdisc_from_message,
     route_from_message,
 )
-from pycni.netlink.wire import NLA_F_NESTED, align, iter_messages, pack_attr, pack_message
+from pycni.netlink.socket import NetlinkSocket, ignore_not_found
+from pycni.netlink.wire import NLA_F_NESTED, pack_attr
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from types import TracebackType
-    from typing import Any, Self, TypeVar
+    from typing import Any
 
     from pycni.cni.ip import IP, Prefix
-
-    T = TypeVar("T")
-
-DUMP_ATTEMPTS = 10
-RECV_SIZE = 1 << 16  # a dump datagram is at most 32 KiB; larger messages grow the buffer
-_ERRNO = struct.Struct("=i")
 
 # Which errnos mean "the object named is not there" (NetlinkNotFound), per kind of request:
 LINK_GONE = frozenset({errno.ENODEV})  # any request naming a link by name or index
@@ -63,10 +53,6 @@ NO_SUCH_TABLE = frozenset({errno.ENOENT})  # "FIB table does not exist" (one fam
 NO_SUCH_LINK = frozenset({errno.ENODEV})  # RTA_OIF, ifa_index
 QDISC_GONE = frozenset({errno.ENOENT, errno.ENODEV})  # delete_qdisc (ENOENT: none, or default)
 _ETH_P_ALL_BE = int.from_bytes(k.ETH_P_ALL.to_bytes(2, "big"), "little")  # tcm_info: __be16
-
-
-def _new_socket(protocol: int = k.NETLINK_ROUTE) -> _socket.socket:
-    return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, protocol)
 
 
 def _describe(link: int | str) -> str:
@@ -105,203 +91,6 @@ def tbf_buffer_ticks(rate: int, burst: int) -> int:
     if ticks > 0xFFFFFFFF:
         raise ValueError(f"a burst of {burst} bytes at {rate} bytes/s exceeds 2**32 ticks")
     return ticks
-
-
-class NetlinkSocket:
-    """One netlink socket (of protocol PROTOCOL) in the current network namespace or, with
-    `netns` (a path such as /run/netns/NAME or /proc/PID/ns/net, or an open namespace fd),
-    inside that one; the process itself stays where it is. Use it in a `with` block.
-
-    The exchange every request goes through: NLM_F_ACK on each, answers matched by sequence
-    number and port id, the kernel's errno exact (and its extended-ack message), dumps read to
-    NLMSG_DONE and run again when interrupted. Rtnl (rtnetlink) and pycni.netlink.conntrack's
-    Conntrack (ctnetlink) add the requests.
-
-    `sock` is an open, not yet bound socket to use instead of a new one (`netns` then only
-    names it in messages); the tests feed a scripted one through it.
-    """
-
-    PROTOCOL = k.NETLINK_ROUTE
-
-    def __init__(
-        self, netns: str | int | None = None, *, sock: _socket.socket | None = None
-    ) -> None:
-        self.netns = netns
-        self._where = ""
-        if isinstance(netns, str):
-            self._where = f" in netns '{netns}'"
-        elif netns is not None:
-            self._where = f" in netns fd {netns}"
-        if sock is None:
-            protocol = self.PROTOCOL
-
-            def factory() -> _socket.socket:
-                return _new_socket(protocol)
-
-            sock = factory() if netns is None else socket_in_netns(netns, factory)
-        try:
-            for option in (k.NETLINK_EXT_ACK, k.NETLINK_CAP_ACK):
-                try:
-                    sock.setsockopt(k.SOL_NETLINK, option, 1)
-                except OSError:  # before Linux 4.12 / 4.3: plain errors, whole echoes
-                    pass
-            sock.bind((0, 0))
-            self._port: int = sock.getsockname()[0]
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        self._seq = 0
-        self._buf = bytearray(RECV_SIZE)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _request(
-        self,
-        msg_type: int,
-        flags: int,
-        body: bytes,
-        what: str,
-        gone: frozenset[int] = frozenset(),
-        parse: Callable[[memoryview], T | None] | None = None,
-    ) -> list[T]:
-        """Send one request and wait for its ack; the answers before it, parsed."""
-        return self._exchange(msg_type, flags, body, what, gone, parse)[0]
-
-    def _dump(
-        self,
-        msg_type: int,
-        body: bytes,
-        what: str,
-        parse: Callable[[memoryview], T | None],
-        *,
-        strict: bool = False,
-        nothing: frozenset[int] = frozenset(),
-    ) -> list[T]:
-        """With `strict`, the request goes out on a strict-checking socket, so the kernel
-        applies the filters in its header and attributes (the flag is read when a dump
-        starts, and cleared again once it is read). `nothing`: the errnos with which a strict
-        dump refuses a filter naming no table or link that exists; the answer is then empty,
-        as the whole dump filtered here would be."""
-        for _ in range(DUMP_ATTEMPTS):
-            if strict:
-                self._set_strict(True)
-            try:
-                found, interrupted = self._exchange(
-                    msg_type, k.NLM_F_DUMP, body, what, frozenset(), parse
-                )
-            except NetlinkError as err:
-                if err.errno in nothing:
-                    return []
-                raise
-            finally:
-                if strict:
-                    self._set_strict(False)
-            if not interrupted:
-                return found
-        raise NetlinkError(
-            errno.EINTR,
-            f"{what}{self._where}",
-            f"the dump was interrupted by changes {DUMP_ATTEMPTS} times in a row",
-        )
-
-    def _exchange(
-        self,
-        msg_type: int,
-        flags: int,
-        body: bytes,
-        what: str,
-        gone: frozenset[int],
-        parse: Callable[[memoryview], T | None] | None,
-    ) -> tuple[list[T], bool]:
-        self._seq = self._seq % 0xFFFFFFFF + 1
-        seq = self._seq
-        dump = flags & k.NLM_F_DUMP == k.NLM_F_DUMP
-        request = pack_message(msg_type, flags | k.NLM_F_REQUEST | k.NLM_F_ACK, seq, body)
-        try:
-            self._sock.send(request)
-        except OSError as err:  # ENOBUFS, ...: the request never reached the kernel
-            raise NetlinkError(err.errno or errno.EIO, what + self._where) from None
-        found: list[T] = []
-        interrupted = False
-        while True:
-            for answer_type, answer_flags, answer_seq, port, payload in iter_messages(
-                self._read(what)
-            ):
-                if answer_seq != seq or port != self._port:
-                    continue  # not an answer to this request (e.g. an abandoned dump's tail)
-                if answer_flags & k.NLM_F_DUMP_INTR:
-                    interrupted = True
-                if answer_type == k.NLMSG_ERROR:
-                    code = -_ERRNO.unpack_from(payload)[0]
-                    if code:
-                        raise self._error(code, answer_flags, payload, what, gone, done=False)
-                    if not dump:
-                        return found, interrupted
-                elif answer_type == k.NLMSG_DONE:
-                    if dump:
-                        code = -_ERRNO.unpack_from(payload)[0] if len(payload) >= 4 else 0
-                        if code:
-                            raise self._error(code, answer_flags, payload, what, gone, done=True)
-                        return found, interrupted
-                elif answer_type >= k.NLMSG_MIN_TYPE and parse is not None:
-                    item = parse(payload)
-                    if item is not None:
-                        found.append(item)
-
-    def _set_strict(self, on: bool) -> None:
-        try:
-            self._sock.setsockopt(k.SOL_NETLINK, k.NETLINK_GET_STRICT_CHK, int(on))
-        except OSError:  # before Linux 4.20: no kernel-side filters, ours still apply
-            pass
-
-    def _read(self, what: str) -> memoryview:
-        """One datagram, whole: peek at its size first and grow the buffer if need be."""
-        try:
-            size = self._sock.recv_into(self._buf, 0, _socket.MSG_PEEK | _socket.MSG_TRUNC)
-            if size > len(self._buf):
-                self._buf = bytearray(align(size))
-            size = self._sock.recv_into(self._buf)
-        except OSError as err:
-            raise NetlinkError(err.errno or errno.EIO, what + self._where) from None
-        return memoryview(self._buf)[:size]
-
-    def _error(
-        self,
-        code: int,
-        answer_flags: int,
-        payload: memoryview,
-        what: str,
-        gone: frozenset[int],
-        *,
-        done: bool,
-    ) -> NetlinkError:
-        message = ""
-        if answer_flags & k.NLM_F_ACK_TLVS:  # extended ack: the kernel's own words
-            if done:
-                offset = 4  # NLMSG_DONE: the errno, then the attributes
-            elif answer_flags & k.NLM_F_CAPPED or len(payload) < 8:
-                offset = 4 + 16  # NLMSG_ERROR: the errno, the request's header only, ...
-            else:
-                offset = 4 + align(struct.unpack_from("=I", payload, 4)[0])  # ... or all of it
-            message = k.NLMSGERR.decode(payload[offset:]).get("msg", "")
-        if code in gone:
-            return NetlinkNotFound(code, what + self._where, message)
-        if code == errno.EEXIST:
-            return NetlinkExists(code, what + self._where, message)
-        return NetlinkError(code, what + self._where, message)
 
 
 class Rtnl(NetlinkSocket):
@@ -466,11 +255,8 @@ class Rtnl(NetlinkSocket):
         there, unless `missing_ok`."""
         index, attrs = _select(link)
         body = k.IFINFOMSG.pack(k.AF_UNSPEC, 0, index, 0, 0) + k.IFLA.encode(attrs)
-        try:
+        with ignore_not_found(missing_ok):
             self._request(k.RTM_DELLINK, 0, body, f"delete {_describe(link)}", LINK_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def set_link(
         self,
@@ -609,15 +395,12 @@ class Rtnl(NetlinkSocket):
         """Remove an address. NetlinkNotFound (EADDRNOTAVAIL; ENODEV for a missing link)
         unless `missing_ok`."""
         what = f"delete address '{prefix}' from {_describe(link)}"
-        try:
+        with ignore_not_found(missing_ok):
             index = self._index(link, what)
             body = k.IFADDRMSG.pack(
                 _family(prefix.version), prefix.length, 0, 0, index
             ) + k.IFA.encode({"local": prefix.ip, "address": prefix.ip})
             self._request(k.RTM_DELADDR, 0, body, what, ADDRESS_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def addresses(self, link: int | str | None = None, family: int = k.AF_UNSPEC) -> list[Address]:
         """The addresses of one link, or of all; of one family (AF_INET, AF_INET6) or both."""
@@ -716,7 +499,7 @@ class Rtnl(NetlinkSocket):
         _same_family(dst, gateway=gateway)
         what = f"delete route '{dst}'" + (f" via {gateway}" if gateway else "")
         what += f" dev {_describe(oif)}" if oif is not None else ""
-        try:
+        with ignore_not_found(missing_ok):
             attrs = {
                 "dst": dst.ip if dst.length else None,
                 "gateway": gateway,
@@ -736,9 +519,6 @@ class Rtnl(NetlinkSocket):
                 0,
             ) + k.RTA.encode(attrs)
             self._request(k.RTM_DELROUTE, 0, body, what, ROUTE_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def routes(
         self,
@@ -828,15 +608,12 @@ class Rtnl(NetlinkSocket):
         for a missing link) unless `missing_ok`."""
         kind = "proxy neighbour" if proxy else "neighbour"
         what = f"delete {kind} '{dst}' on {_describe(link)}"
-        try:
+        with ignore_not_found(missing_ok):
             index = self._index(link, what)
             body = k.NDMSG.pack(
                 _family(dst.version), index, 0, k.NTF_PROXY if proxy else 0, 0
             ) + k.NDA.encode({"dst": dst})
             self._request(k.RTM_DELNEIGH, 0, body, what, NEIGHBOUR_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def neighbours(
         self, link: int | str | None = None, family: int = k.AF_UNSPEC, *, proxy: bool = False
@@ -892,15 +669,12 @@ class Rtnl(NetlinkSocket):
         (ENOENT; ENODEV for a missing link) unless `missing_ok`."""
         what = f"delete fdb entry '{mac}'" + (f" -> {dst}" if dst is not None else "")
         what += f" on {_describe(link)}"
-        try:
+        with ignore_not_found(missing_ok):
             index = self._index(link, what)
             body = k.NDMSG.pack(k.AF_BRIDGE, index, 0, k.NTF_SELF, 0) + k.NDA.encode(
                 {"lladdr": mac, "dst": dst}
             )
             self._request(k.RTM_DELNEIGH, 0, body, what, NEIGHBOUR_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
 
     def fdb_entries(self, link: int | str | None = None) -> list[Neighbour]:
         """Forwarding entries (family AF_BRIDGE) of one device or all: bridges' and VXLAN
@@ -975,15 +749,29 @@ class Rtnl(NetlinkSocket):
         options = k.TCA_TBF.encode(
             {"parms": parms, "rate64": rate if rate > 0xFFFFFFFF else None, "burst": burst}
         )
-        self._tc_request(k.RTM_NEWQDISC, _new_flags(replace), link, 0, parent, 0, "tbf",
-                         options, what)  # fmt: skip
+        self._tc_request(
+            k.RTM_NEWQDISC,
+            link,
+            what,
+            flags=_new_flags(replace),
+            parent=parent,
+            kind="tbf",
+            options=options,
+        )
 
     def add_ingress_qdisc(self, link: int | str, *, replace: bool = False) -> None:
         """The ingress qdisc ("ffff:"), where filters see the packets a link receives.
         NetlinkExists (EEXIST) if there is one (without `replace`)."""
         what = f"add ingress qdisc on {_describe(link)}"
-        self._tc_request(k.RTM_NEWQDISC, _new_flags(replace), link, k.TC_H_INGRESS_HANDLE,
-                         k.TC_H_INGRESS, 0, "ingress", None, what)  # fmt: skip
+        self._tc_request(
+            k.RTM_NEWQDISC,
+            link,
+            what,
+            flags=_new_flags(replace),
+            handle=k.TC_H_INGRESS_HANDLE,
+            parent=k.TC_H_INGRESS,
+            kind="ingress",
+        )
 
     def delete_qdisc(
         self, link: int | str, parent: int = k.TC_H_ROOT, *, missing_ok: bool = False
@@ -993,11 +781,8 @@ class Rtnl(NetlinkSocket):
         qdisc, or only the default root; ENODEV: no such link) unless `missing_ok`."""
         where = "ingress" if parent == k.TC_H_INGRESS else "root"
         what = f"delete {where} qdisc of {_describe(link)}"
-        try:
-            self._tc_request(k.RTM_DELQDISC, 0, link, 0, parent, 0, None, None, what, QDISC_GONE)
-        except NetlinkNotFound:
-            if not missing_ok:
-                raise
+        with ignore_not_found(missing_ok):
+            self._tc_request(k.RTM_DELQDISC, link, what, parent=parent, gone=QDISC_GONE)
 
     def filters(self, link: int | str, parent: int = k.TC_H_INGRESS_HANDLE) -> list[Filter]:
         """The filters attached to one qdisc of a link (the ingress qdisc by default)."""
@@ -1030,22 +815,34 @@ class Rtnl(NetlinkSocket):
         actions = pack_attr(1 | NLA_F_NESTED, action)  # the first (and only) action
         options = k.TCA_U32.encode({"sel": sel, "act": actions})
         info = (prio << 16) | _ETH_P_ALL_BE
-        self._tc_request(k.RTM_NEWTFILTER, k.NLM_F_CREATE | k.NLM_F_EXCL, link, 0, parent,
-                         info, "u32", options, what)  # fmt: skip
+        self._tc_request(
+            k.RTM_NEWTFILTER,
+            link,
+            what,
+            flags=k.NLM_F_CREATE | k.NLM_F_EXCL,
+            parent=parent,
+            info=info,
+            kind="u32",
+            options=options,
+        )
 
     def _tc_request(
         self,
         msg_type: int,
-        flags: int,
         link: int | str,
-        handle: int,
-        parent: int,
-        info: int,
-        kind: str | None,
-        options: bytes | None,
         what: str,
+        *,
+        parent: int,
+        flags: int = 0,
+        handle: int = 0,
+        info: int = 0,
+        kind: str | None = None,
+        options: bytes | None = None,
         gone: frozenset[int] = LINK_GONE,
     ) -> None:
+        """One qdisc or filter request (a struct tcmsg, TCA_KIND, TCA_OPTIONS) on `link`:
+        `parent` and `handle` place it in the link's tree, `info` is a filter's priority and
+        protocol; left out, `kind` and `options` are not sent."""
         index = self._index(link, what)
         body = k.TCMSG.pack(k.AF_UNSPEC, index, handle, parent, info) + k.TCA.encode(
             {"kind": kind, "options": options}

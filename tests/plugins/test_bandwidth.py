@@ -504,7 +504,9 @@ def test_without_prev_result_add_is_code_7(node: Node, bundle: Path) -> None:
 
 def test_the_chain_passes_the_conformance_suite(bundle: Path, tmp_path: Path) -> None:
     conf = conflist()
-    conf["cniVersions"] = ["0.4.0", "1.0.0", "1.1.0"]
+    # as the shipped conflists: the suite selects 1.1.0, a runtime on libcni < 1.2 sends 1.0.0
+    conf["cniVersion"] = "1.0.0"
+    conf["cniVersions"] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]
     conf["plugins"][0]["ipam"]["dataDir"] = str(tmp_path / "ipam")
     report = run_suite([str(bundle)], conf, capability_args={"bandwidth": LIMITS})
     print(render_table(report))

@@ -222,6 +222,23 @@ def test_del_with_the_pod_namespace_gone_removes_the_host_veth_and_lease(
     assert host_links(node) == [] and leases(node) == []
 
 
+def test_the_bridge_keeps_its_mtu_when_the_last_pod_leaves(node: Node) -> None:
+    """The kernel re-derives a bridge's MTU from its ports (1500 with none) unless it was set
+    on the bridge after creation; an MTU given only at creation made the node differ after
+    the first pod's DEL (1500) and after every later one (1400): conformance's
+    del.node-as-found found it with pycni-vxlan (the overlay's MTU)."""
+    conf = node.conf(conflist(mtu=1400))
+
+    def bridge_mtu() -> int:
+        return int(node.ns.ip_json("link", "show", "cbr0")[0]["mtu"])
+
+    for name in ("a", "b"):
+        node.add_pod(name, conf)
+        assert bridge_mtu() == 1400
+        node.remove_pod(name, conf)
+        assert bridge_mtu() == 1400, f"after the DEL of pod {name}"
+
+
 def test_a_failed_add_leaves_nothing_behind(node: Node) -> None:
     conf = copy.deepcopy(conflist())
     # a route whose gateway is on no link: the kernel refuses it after the veth exists

@@ -19,6 +19,7 @@ from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Pod
 from tests.kernel.capture import assert_not_encapsulated, capture
+from tests.support import kernel_has_ipip
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -33,20 +34,6 @@ def never(bundle: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.destroy()
-
-
-def kernel_has_ipip() -> bool:
-    """Whether this kernel creates IPIP devices (in a throwaway namespace)."""
-    from pycni.lab import netns as netns_mod
-
-    ns = netns_mod.create("ipipprobe")
-    try:
-        done = ns.run(
-            ["ip", "link", "add", "t0", "type", "ipip", "local", "192.0.2.1"], check=False
-        )
-        return done.returncode == 0
-    finally:
-        ns.delete()
 
 
 def one_pod_per_node(cluster: Cluster) -> list[tuple[ClusterNode, Pod]]:

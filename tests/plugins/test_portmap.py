@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pycni.cni import skel, spawn, versions
-from pycni.datapath import masquerade
 from pycni.lab import connectivity
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node, Pod
+from pycni.netlink import nftables
 from pycni.plugins import portmap
 from tests.test_schema_validators import INTERESTING_STRINGS, json_values
 
@@ -574,7 +574,7 @@ def test_a_del_without_mappings_does_no_netfilter_work(monkeypatch: pytest.Monke
     firewall through), whatever the prevResult holds."""
     touched: list[str] = []
     monkeypatch.setattr(spawn, "run", lambda *a, **k: touched.append("spawn"))
-    monkeypatch.setattr(masquerade, "chain_comment", touched.append)
+    monkeypatch.setattr(nftables, "Ruleset", touched.append)
     prev = {"cniVersion": "1.1.0", "ips": [{"address": "10.61.0.2/24"}]}
     runtime_configs: list[dict[str, Any]] = [{}, {"portMappings": []}]
     for runtime_config in runtime_configs:
