@@ -61,6 +61,8 @@ REASON = "PolicyNotProgrammed"
 
 
 class Programmer(Protocol):
+    recorded: set[str]  # the addresses the plugin's records hold: pending ones stay
+
     def load(self) -> None: ...
 
     def apply(self, desired: Desired) -> dict[str, str]:
@@ -118,6 +120,7 @@ class Controller:
         self.policy_objects: dict[str, dict[str, Any]] = {}  # key -> metadata, for Events
         self.events = EventRecorder(client_factory(), node, self.stop)
         self._markers: set[str] = set()
+        self._loaded = False
         self._api_pods: dict[str, PodInfo] = {}
         self._reported: set[tuple[str, str, str]] = set()
         self.reflectors = [
@@ -145,7 +148,7 @@ class Controller:
         (self.state_dir / NAMESPACES).mkdir(parents=True, exist_ok=True)
         (self.state_dir / PODS).mkdir(parents=True, exist_ok=True)
         self._markers = set(os.listdir(self.state_dir / NAMESPACES))
-        self.programmer.load()
+        self._load()
         self._read_records()
         self.events.start()
         for reflector in self.reflectors:
@@ -154,6 +157,19 @@ class Controller:
             thread = threading.Thread(target=target, name=f"netpol-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _load(self) -> bool:
+        """Read the table back (making its skeleton first); False when nft cannot be used."""
+        from pycni.cni.errors import CniError
+
+        try:
+            self.programmer.load()
+        except (CniError, OSError) as err:
+            log.error("failed to read the NetworkPolicy table: %s", err)
+            self._loaded = False
+            return False
+        self._loaded = True
+        return True
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -181,6 +197,10 @@ class Controller:
                 continue
             self.stop.wait(self.debounce)  # let a burst of events land in one transaction
             self.dirty.clear()
+            if not self._loaded and not self._load():
+                self.stop.wait(5.0)
+                self.dirty.set()
+                continue
             try:
                 self.sync()
             except Exception:  # the loop outlives any one sync; the next event retries
@@ -195,6 +215,8 @@ class Controller:
             gated = self.engine.policy_namespaces()
             self._write_markers(gated)
             desired = self.engine.render()
+            recorded = {ip for r in self.records.values() for ip in r.ips}
+        self.programmer.recorded = recorded
         failures = self.programmer.apply(desired)
         if failures:
             with self.lock:

@@ -118,7 +118,8 @@ class ChainDef:
 
     @property
     def comment(self) -> str:
-        return f"{self.owner} {self.fingerprint}"
+        """At most 128 characters (nft's limit): the owner is cut short when it must be."""
+        return f"{self.owner[: 128 - 17]} {self.fingerprint}"
 
     def rules(self) -> list[str]:
         """The rules as nft takes them, the last one carrying the comment."""
