@@ -4,8 +4,9 @@ on), back off on anything else — and never drop what is known while the API se
 
 The owner gets `replace(items)` after each list (the complete state: objects missing from it
 were deleted while nobody watched) and `event(type, obj)` for each ADDED / MODIFIED /
-DELETED; both run in the reflector's thread. `version` is the last resourceVersion seen
-(bookmarks included): a change made in the API at version V is known once `version` >= V.
+DELETED; both run in the reflector's thread; `progress()` after a BOOKMARK. `version` is the
+last resourceVersion seen (bookmarks included): a change made in the API at version V is known
+once `version` >= V.
 
 Long-lived path (the agent).
 """
@@ -32,6 +33,7 @@ class Reflector:
         event: Callable[[str, dict[str, Any]], None],
         *,
         stop: threading.Event,
+        progress: Callable[[], None] | None = None,
         backoff: Backoff | None = None,
         watch_timeout: int = 300,
         name: str = "",
@@ -40,6 +42,7 @@ class Reflector:
         self.path = path
         self.replace = replace
         self.event = event
+        self.progress = progress
         self.stop = stop
         self.backoff = backoff or Backoff()
         self.watch_timeout = watch_timeout
@@ -99,6 +102,8 @@ class Reflector:
                 except Exception:  # an object never stops the watch (the owner logs its own)
                     log.exception("failed to take in a %s %s event", self.name, kind)
             self._seen(version)
+            if kind == "BOOKMARK" and self.progress is not None:
+                self.progress()
             if self.stop.is_set():
                 break
         return version

@@ -121,6 +121,8 @@ class Controller:
         self.events = EventRecorder(client_factory(), node, self.stop)
         self._markers: set[str] = set()
         self._loaded = False
+        self.changed = True  # an event came in since the last sync
+        self.progressed = False
         self._api_pods: dict[str, PodInfo] = {}
         self._reported: set[tuple[str, str, str]] = set()
         self.reflectors = [
@@ -130,6 +132,7 @@ class Controller:
                 replace,
                 event,
                 stop=self.stop,
+                progress=self._progress,
                 backoff=Backoff(limit=backoff_limit),
                 watch_timeout=watch_timeout,
                 name=name,
@@ -188,6 +191,15 @@ class Controller:
             done &= not thread.is_alive()
         return done
 
+    def _progress(self) -> None:
+        """A bookmark: nothing changed up to a newer version; say so in the status."""
+        self.progressed = True
+        self.dirty.set()
+
+    def _changed(self) -> None:
+        self.changed = True
+        self.dirty.set()
+
     def _sync_loop(self) -> None:
         while not self.stop.is_set():
             self.dirty.wait(1.0)
@@ -197,16 +209,24 @@ class Controller:
                 continue
             self.stop.wait(self.debounce)  # let a burst of events land in one transaction
             self.dirty.clear()
+            if not self.changed and self.status.syncs:
+                with self.lock:
+                    versions = {r.name: r.version for r in self.reflectors}
+                    if not self.changed:  # no event came in since the last sync
+                        self.status.versions = versions
+                        self._write_status()
+                        continue
+            self.changed = False
             if not self._loaded and not self._load():
                 self.stop.wait(5.0)
-                self.dirty.set()
+                self._changed()
                 continue
             try:
                 self.sync()
             except Exception:  # the loop outlives any one sync; the next event retries
                 log.exception("failed to program the NetworkPolicy ruleset; retrying")
                 self.stop.wait(1.0)
-                self.dirty.set()
+                self._changed()
 
     def sync(self) -> None:
         started = time.monotonic()
@@ -223,7 +243,7 @@ class Controller:
                 for key, why in failures.items():
                     self.engine.quarantine(key, why)
                     self._report(key, f"the kernel refused this policy's rules: {why}")
-            self.dirty.set()  # program again without them
+            self._changed()  # program again without them
             return
         self._remove_markers(gated)
         self.status.versions = versions
@@ -272,7 +292,7 @@ class Controller:
                     self.engine.upsert_namespace(namespace)
             for name in set(self.engine.namespaces) - seen:
                 self.engine.delete_namespace(name)
-        self.dirty.set()
+        self._changed()
 
     def _namespace_event(self, kind: str, obj: dict[str, Any]) -> None:
         with self.lock:
@@ -284,7 +304,7 @@ class Controller:
                 namespace = self._parse_namespace(obj)
                 if namespace is not None:
                     self.engine.upsert_namespace(namespace)
-        self.dirty.set()
+        self._changed()
 
     def _parse_namespace(self, obj: dict[str, Any]) -> NamespaceInfo | None:
         try:
@@ -303,7 +323,7 @@ class Controller:
             for key in set(self.engine.policies) - seen:
                 self.engine.delete_policy(key)
                 self.policy_objects.pop(key, None)
-        self.dirty.set()
+        self._changed()
 
     def _policy_event(self, kind: str, obj: dict[str, Any]) -> None:
         with self.lock:
@@ -314,7 +334,7 @@ class Controller:
                 self.policy_objects.pop(key, None)
             else:
                 self._take_policy(obj)
-        self.dirty.set()
+        self._changed()
 
     def _take_policy(self, obj: dict[str, Any]) -> str | None:
         """Parse and upsert a policy (under the lock); its key, or None when it has no usable
@@ -353,7 +373,7 @@ class Controller:
             for key in set(self._api_pods) - seen:
                 self._api_pods.pop(key, None)
                 self.engine.delete_pod(key)
-        self.dirty.set()
+        self._changed()
 
     def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
         with self.lock:
@@ -366,7 +386,7 @@ class Controller:
                 pod = self._parse_pod(obj)
                 if pod is not None:
                     self._take_pod(pod)
-        self.dirty.set()
+        self._changed()
 
     def _parse_pod(self, obj: dict[str, Any]) -> PodInfo | None:
         try:
@@ -391,7 +411,11 @@ class Controller:
             if (r.namespace, r.name) == (pod.namespace, pod.name) and r.uid in ("", pod.uid)
         ]
         if not records:
-            return pod
+            # no ADD of it on this node since the records began: its reported addresses stand,
+            # unless another pod's ADD holds one of them now (the address was reused)
+            claimed = {ip for r in self.records.values() for ip in r.ips}
+            kept = tuple(ip for ip in pod.ips if ip not in claimed)
+            return pod if kept == pod.ips else pod.with_ips(kept)
         newest = max(records, key=lambda r: r.mtime)
         return pod.with_ips(newest.ips) if newest.ips != pod.ips else pod
 
@@ -436,20 +460,11 @@ class Controller:
         if found.keys() == self.records.keys() and all(found[k] is self.records[k] for k in found):
             return
         with self.lock:
-            touched = {(r.namespace, r.name) for r in found.values()} ^ {
-                (r.namespace, r.name) for r in self.records.values()
-            }
-            touched |= {
-                (r.namespace, r.name)
-                for k, r in found.items()
-                if k not in self.records or self.records[k] is not r
-            }
             self.records = found
-            for namespace, name in touched:
-                pod = self._api_pods.get(f"{namespace}/{name}")
-                if pod is not None:
+            for pod in self._api_pods.values():  # this node's pods: an address may move
+                if pod.node == self.node:
                     self.engine.upsert_pod(self._with_record(pod))
-        self.dirty.set()
+        self._changed()
 
     def recorded_addresses(self) -> set[str]:
         with self.lock:
