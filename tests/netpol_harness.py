@@ -38,6 +38,7 @@ API_HOST = "172.18.0.1"
 TEMPLATES = {
     "vxlan": REPO / "conf" / "kind" / "00-pycni-vxlan.conflist",
     "ipip": REPO / "conf" / "kind" / "00-pycni-ipip-never.conflist",
+    "bridge": REPO / "conf" / "kind" / "00-pycni-bridge.conflist",  # one node, dual-stack
 }
 CLI = "import sys; from pycni.cli import main; sys.exit(main())"
 WAIT = 60.0
@@ -137,6 +138,7 @@ class LabPod:
     ip: str
     service_ip: str
     probe: truthtable.PodAgent | None = None
+    ip6: str | None = None
 
     @property
     def namespace(self) -> str:
@@ -225,9 +227,13 @@ class PolicyLab:
             f"{namespace}-{name}", running.conflist(), cni_args=cni_args
         )
         ip = pod.addresses(4)[0]
+        v6 = pod.addresses(6)
+        ip6 = v6[0] if v6 else None
         if report_ip:
-            self.report_ip(key, ip, node, labels, uid, web)
-        lab_pod = LabPod(key, running.member, pod, uid, ip, f"{SERVICE_PREFIX}{10 + self._serial}")
+            self.report_ip(key, ip, node, labels, uid, web, ip6)
+        lab_pod = LabPod(
+            key, running.member, pod, uid, ip, f"{SERVICE_PREFIX}{10 + self._serial}", ip6=ip6
+        )
         if probe:
             lab_pod.probe = truthtable.PodAgent(pod.ns.name)
         self.pods[key] = lab_pod
@@ -241,10 +247,12 @@ class PolicyLab:
         labels: Mapping[str, str],
         uid: str,
         web: int | None = None,
+        ip6: str | None = None,
     ) -> int:
-        """The pod's status with its IP, as the kubelet reports it after the ADD."""
+        """The pod's status with its IPs, as the kubelet reports it after the ADD."""
         namespace, name = key.split("/")
-        obj = pod_object(namespace, name, node, labels, ips=[ip], phase="Running", uid=uid, web=web)
+        ips = [ip] if ip6 is None else [ip, ip6]
+        obj = pod_object(namespace, name, node, labels, ips=ips, phase="Running", uid=uid, web=web)
         return self.api.put("pods", obj)
 
     def remove_pod(self, key: str, *, delete_object: bool = True) -> None:
@@ -309,6 +317,9 @@ class PolicyLab:
 
         def address(src: str, dst: str) -> str:
             target = self.pods[dst]
+            if via == "pod6":
+                assert target.ip6 is not None, f"{dst} has no IPv6 address"
+                return target.ip6
             return target.service_ip if via == "service" else target.ip
 
         return truthtable.probe_table(agents, address, expected, timeout)
@@ -398,7 +409,8 @@ def policy_lab(bundle: Path, tmp: Path, datapath: str = "vxlan") -> Iterator[Pol
     """The cluster, the API server (namespaces x, y, z) and an agent on every node; removed
     afterwards, also on failure."""
     pki = Pki.create(tmp / "pki", [API_HOST])
-    cluster = Cluster.create(3, bundle, datapath="ipip" if datapath == "ipip" else "vxlan",
+    cluster = Cluster.create(1 if datapath == "bridge" else 3, bundle,
+                             datapath="ipip" if datapath == "ipip" else "vxlan",
                              encapsulation="Never")  # fmt: skip
     api: FakeApiServer | None = None
     lab: PolicyLab | None = None
@@ -417,7 +429,10 @@ def policy_lab(bundle: Path, tmp: Path, datapath: str = "vxlan") -> Iterator[Pol
         api.start()
         lab = PolicyLab(cluster, api, pki, tmp, datapath)
         for member in cluster.nodes.values():
-            api.put_node(member.name, member.ip, [member.pod_cidr])
+            cidrs = [member.pod_cidr]
+            if datapath == "bridge":  # kubenet on one node: dual-stack
+                cidrs.append(f"fd00:10:244:{member.index}::/64")
+            api.put_node(member.name, member.ip, cidrs)
         for ns in truthtable.NAMESPACES:
             lab.add_namespace(ns)
         for member in cluster.nodes.values():
