@@ -11,21 +11,8 @@ file is what the schema produces (`--check`). `validate(doc)` raises ConfigError
 
 from __future__ import annotations
 
-from pycni.cni.errors import ConfigError, UnsupportedField
-from pycni.validators.formats import abs_path_problem, cni_name_problem, json_kind, member_path
-
-_DOCUMENT_KEYS = (
-    "cniVersion",
-    "cniVersions",
-    "name",
-    "type",
-    "stateDir",
-    "logFile",
-    "prevResult",
-    "runtimeConfig",
-    "capabilities",
-    "args",
-)
+from pycni.cni.errors import ConfigError
+from pycni.validators.formats import abs_path_problem, cni_name_problem, json_kind
 
 
 def validate(doc: object) -> None:
@@ -43,9 +30,6 @@ def _check_document(value: object, path: str) -> None:
         raise ConfigError(path + ".name", "is required")
     if "type" not in value:
         raise ConfigError(path + ".type", "is required")
-    for key in value:
-        if key not in _DOCUMENT_KEYS:
-            raise UnsupportedField(member_path(path, key), value[key])
     item = value["cniVersion"]
     if not isinstance(item, str):
         raise ConfigError(path + ".cniVersion", "expected a string, found " + json_kind(item))
