@@ -41,6 +41,7 @@ TEMPLATES = {
     "bridge": REPO / "conf" / "kind" / "00-pycni-bridge.conflist",  # one node, dual-stack
 }
 CLI = "import sys; from pycni.cli import main; sys.exit(main())"
+AGENT = REPO / "dist" / "pycni-agent" / "pycni-agent"
 WAIT = 60.0
 SERVICE_PREFIX = "10.96.1."
 KUBEPROXY_TABLE = "pycni-test-kubeproxy"
@@ -175,8 +176,10 @@ class PolicyLab:
         )
         state_dir = member.node.state_dir / "netpol"
         log = self.tmp / f"agent-{member.name}.log"
-        argv = ["ip", "netns", "exec", member.node.ns.name, connectivity.python(), "-c", CLI,
-                "agent", "--node-name", member.name, "--template", str(template_file),
+        # the frozen agent, as shipped (packaging/build.sh), when it is there
+        command = [str(AGENT)] if AGENT.exists() else [connectivity.python(), "-c", CLI, "agent"]
+        argv = ["ip", "netns", "exec", member.node.ns.name, *command,
+                "--node-name", member.name, "--template", str(template_file),
                 "--conf-dir", str(member.node.state_dir / "net.d"),
                 "--kubeconfig", str(kubeconfig), "--backoff-limit", "1",
                 "--policy-state-dir", str(state_dir), *extra]  # fmt: skip
