@@ -291,3 +291,40 @@ def test_plugin_without_a_table_gates_nothing_and_del_is_harmless(
     (state / "namespaces" / "x").touch()
     failed = plugin_call(bundle, ns, "ADD", state, ["10.9.1.6"], container_id="c2")
     assert not failed.ok and "NetworkPolicies" in failed.stdout.decode(), failed.stdout
+
+
+def test_network_policy_false_removes_the_markers_then_the_table(
+    ns: netns_mod.Netns, tmp_path: Path
+) -> None:
+    state = tmp_path / "netpol"
+    (state / "namespaces").mkdir(parents=True)
+    (state / "namespaces" / "x").touch()
+    out = inside(
+        ns,
+        f"""
+import argparse
+from pathlib import Path
+from pycni.agent.agent import disable_policy
+from pycni.agent.netpol.program import NftProgrammer
+NftProgrammer().load()
+disable_policy(argparse.Namespace(policy_state_dir=Path({str(state)!r})))
+disable_policy(argparse.Namespace(policy_state_dir=Path({str(state)!r})))  # twice: no error
+out = 0
+""",
+    )
+    assert out == 0
+    assert not (state / "namespaces").exists()
+    assert "pycni-policy" not in ns.run(["nft", "list", "tables"]).stdout
+
+
+def test_the_conflist_gets_pycni_netpol_last_only_with_network_policy() -> None:
+    from pycni.agent.agent import NodeInfo, render_conflist
+
+    template = json.loads((REPO / "conf" / "kind" / "00-pycni-vxlan.conflist").read_text())
+    node = NodeInfo("n1", ("172.18.0.2",), ("10.244.0.0/24",))
+    on = render_conflist(template, node, Path("/run/pycni/netpol"))
+    assert on["plugins"][-1] == {"type": "pycni-netpol", "stateDir": "/run/pycni/netpol"}
+    assert [p["type"] for p in render_conflist(on, node)["plugins"]] == [
+        "pycni-vxlan",
+        "pycni-portmap",
+    ]
