@@ -151,6 +151,7 @@ class Controller:
         (self.state_dir / NAMESPACES).mkdir(parents=True, exist_ok=True)
         (self.state_dir / PODS).mkdir(parents=True, exist_ok=True)
         self._markers = set(os.listdir(self.state_dir / NAMESPACES))
+        _ensure_bridge_filtering()
         self._load()
         self._read_records()
         self.events.start()
@@ -480,6 +481,28 @@ class Controller:
         self._reported.add((key, version, message))
         log.warning("NetworkPolicy %s: %s", key, message)
         self.events.post(meta, message)
+
+
+def _ensure_bridge_filtering() -> None:
+    """Pods on one bridge (pycni-bridge, pycni-vxlan) reach each other without routing: only
+    br_netfilter's bridge-nf-call-iptables brings their packets to the forward hook where the
+    policy is. The bridge plugins turn it on; without br_netfilter it cannot be, and that is
+    said loudly here, once, where a person reads the agent's log."""
+    from pycni.cni.errors import CniError
+    from pycni.datapath import node
+
+    for family in ("iptables", "ip6tables"):
+        try:
+            present = node.ensure_sysctl(f"net/bridge/bridge-nf-call-{family}", "1", required=False)
+        except CniError as err:
+            log.error("%s: NetworkPolicy may not see traffic between pods of one bridge", err.msg)
+            continue
+        if not present:
+            log.error(
+                "br_netfilter is not loaded (modprobe br_netfilter): traffic between pods on one"
+                " bridge (pycni-bridge, pycni-vxlan) bypasses NetworkPolicy"
+            )
+            return
 
 
 def _isolating_only(obj: dict[str, Any], namespace: str, name: str) -> Policy | None:
