@@ -391,6 +391,103 @@ def iperf(server_ns: str, client_ns: str, address: str, seconds: int) -> float:
         server.wait()
 
 
+# --- 5. the escape window: ADD's cost, and a new pod's wait -----------------------------------
+
+
+def plugin_add(bundle: Path, ns_path: str, state: Path, namespace: str, name: str, ip: str,
+               container_id: str) -> float:  # fmt: skip
+    """One pycni-netpol ADD as the runtime makes it (chained after the main plugin); seconds."""
+    from pycni.lab.runtime import invoke
+
+    prev = {"cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "sandbox": ns_path}],
+            "ips": [{"address": f"{ip}/24", "interface": 0}]}  # fmt: skip
+    config = {"cniVersion": "1.1.0", "name": "net", "type": "pycni-netpol",
+              "stateDir": str(state), "prevResult": prev}  # fmt: skip
+    call = invoke(str(bundle / "pycni-netpol"), "ADD", container_id=container_id, netns=ns_path,
+                  ifname="eth0", config=config, in_netns=ns_path,
+                  cni_args={"K8S_POD_NAMESPACE": namespace, "K8S_POD_NAME": name})  # fmt: skip
+    call.raise_for_error()
+    return call.duration
+
+
+def plugin_del(bundle: Path, ns_path: str, state: Path, container_id: str) -> None:
+    from pycni.lab.runtime import invoke
+
+    config = {"cniVersion": "1.1.0", "name": "net", "type": "pycni-netpol",
+              "stateDir": str(state)}  # fmt: skip
+    invoke(str(bundle / "pycni-netpol"), "DEL", container_id=container_id, netns=ns_path,
+           ifname="eth0", config=config, in_netns=ns_path).raise_for_error()  # fmt: skip
+
+
+def add_cost(bundle: Path, rounds: int) -> dict[str, list[float]]:
+    """pycni-netpol's ADD: a namespace without policies, one with the pod's chains ready (it is
+    mapped), one without (it is pending); and VERSION, the bare cost of a frozen plugin."""
+    from pycni.lab import netns as netns_mod
+    from pycni.lab.runtime import invoke
+
+    ns = netns_mod.create("bnpadd")
+    state = Path(tempfile.mkdtemp(prefix="pycni-bench-netpol-add-"))
+    try:
+        setup = (
+            "import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from pycni.agent.netpol.program import NftProgrammer; NftProgrammer().load()\n"
+        )
+        ns.run([sys.executable, "-c", setup, str(REPO)])
+        from pycni.datapath.policy_names import pod_chain
+
+        for direction in ("in", "eg"):
+            chain = pod_chain("gated", "ready", direction)
+            ns.run(["nft", "add", "chain", "inet", "pycni-policy", chain])
+            ns.run(["nft", "add", "rule", "inet", "pycni-policy", chain, "drop"])
+        (state / "namespaces").mkdir(parents=True)
+        (state / "namespaces" / "gated").touch()
+        times: dict[str, list[float]] = {"version": [], "free": [], "mapped": [], "pending": []}
+        for k in range(rounds):
+            version = invoke(str(bundle / "pycni-netpol"), "VERSION",
+                             config={"cniVersion": "1.1.0"})  # fmt: skip
+            times["version"].append(version.duration)
+            cases = (("free", "open", "p"), ("mapped", "gated", "ready"),
+                     ("pending", "gated", "unknown"))  # fmt: skip
+            for n, (case, namespace, name) in enumerate(cases):
+                cid = f"{case}{k}"
+                ip = f"10.204.{k % 250}.{2 + n}"
+                times[case].append(plugin_add(bundle, ns.path, state, namespace, name, ip, cid))
+                plugin_del(bundle, ns.path, state, cid)
+        return times
+    finally:
+        ns.delete()
+        subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+def new_pod_window(bundle: Path, node: dict[str, Any], rounds: int) -> list[float]:
+    """The Pod created in the API, its ADD right away (as fast as a kubelet could): seconds
+    from the ADD's end until its address is mapped to its chains (0 when the plugin mapped it:
+    the agent had made the chains in time)."""
+    from pycni.datapath.policy_names import pod_chain
+
+    api, ns, state = node["api"], node["ns"], node["state"]
+    windows = []
+    for k in range(rounds):
+        obj = pod_obj(0, 1, node["namespaces"])
+        obj["metadata"]["name"] = f"fresh{k}"
+        obj["status"] = {"phase": "Pending"}
+        api.put("pods", obj)
+        ip = f"10.205.0.{k + 2}"
+        plugin_add(bundle, ns.path, state, "ns0", f"fresh{k}", ip, f"fresh{k}")
+        done = time.monotonic()
+        chain = pod_chain("ns0", f"fresh{k}", "in")
+        first = True
+        while time.monotonic() - done < 30:
+            mapped = ns.run(["nft", "list", "map", "inet", "pycni-policy", "ingress4"]).stdout
+            if f"{ip} : jump {chain}" in mapped:
+                break
+            first = False
+        windows.append(0.0 if first else time.monotonic() - done)  # first: the plugin mapped it
+        plugin_del(bundle, ns.path, state, f"fresh{k}")
+        api.delete("pods", f"ns0/fresh{k}")
+    return windows
+
+
 # --- 4. memory ---------------------------------------------------------------------------
 
 
@@ -428,6 +525,8 @@ def suite(ctx: Context) -> Outcome:
     with agent_node(size["pods"], size["local"], size["policies"]) as node:
         data["first_sync_s"] = time.monotonic() - started
         data["change_s"] = change_to_enforced(node, size["changes"], size["policies"])
+        data["new_pod_window_s"] = new_pod_window(ctx.bundle, node, size["pod_rounds"])
+    data["add_cost_s"] = add_cost(ctx.bundle, size["pod_rounds"])
     data["one_pod"] = one_pod(size["pods"], size["local"], size["policies"], size["pod_rounds"])
     data["one_pod_small"] = one_pod(
         size["pods"], size["local"], size["policies"] // 10, size["pod_rounds"]
@@ -437,6 +536,10 @@ def suite(ctx: Context) -> Outcome:
     )
     data["rss_mib"] = rss(size["rss_pods"], size["rss_policies"])
     return report(data, size)
+
+
+def ms(samples: list[float]) -> str:
+    return f"{statistics.median(samples) * 1000:.1f}"
 
 
 def report(data: dict[str, Any], size: dict[str, int]) -> Outcome:
@@ -482,6 +585,13 @@ def report(data: dict[str, Any], size: dict[str, int]) -> Outcome:
         f" {gbit['none']:.2f} / {gbit['policies']:.2f} Gbit/s |",
         f"| new TCP connections/s, none / {size['policies']} policies |"
         f" {conns['none']:.0f} / {conns['policies']:.0f} |",
+        "| pycni-netpol ADD, median ms: namespace without policies / pod mapped / pod pending"
+        f" (a frozen plugin's VERSION: {ms(data['add_cost_s']['version'])}) |"
+        f" {ms(data['add_cost_s']['free'])} / {ms(data['add_cost_s']['mapped'])} /"
+        f" {ms(data['add_cost_s']['pending'])} |",
+        "| a new pod, ADD right after the Pod's creation: ADD's end -> mapped, median / max"
+        f" ({len(data['new_pod_window_s'])} pods) | {ms(data['new_pod_window_s'])} /"
+        f" {max(data['new_pod_window_s']) * 1000:.0f} ms |",
         f"| agent RSS at {size['rss_pods']} pods / {size['rss_policies']} policies (peak) |"
         f" {data['rss_mib']['VmRSS']:.0f} MiB ({data['rss_mib']['VmHWM']:.0f} MiB) |",
         "",
