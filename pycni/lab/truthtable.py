@@ -29,7 +29,7 @@ NAMESPACES = ("x", "y", "z")
 POD_NAMES = ("a", "b", "c")
 PORTS = (80, 81)
 PROTOCOLS = ("tcp", "udp")
-TIMEOUT = 1.0
+TIMEOUT = 0.6  # a blocked cell costs this; a reached one that is slower is probed again
 RETRY_TIMEOUT = 4.0
 
 Cell = tuple[str, str, int, str]  # (from pod, to pod, port, protocol)

@@ -575,7 +575,7 @@ CORNERS = [
 ]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(clusters())
 def test_the_ruleset_allows_exactly_what_the_policies_allow(cluster: Cluster) -> None:
     check_every_pair(cluster)
@@ -637,7 +637,7 @@ def _key(obj: Any) -> str:
     return str(obj.key) if hasattr(obj, "key") else str(obj.name)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories(), st.integers(1, 4))
 def test_incremental_engine_matches_a_fresh_one(
     history: tuple[Cluster, list[tuple[str, Any]]], render_every: int

@@ -212,6 +212,8 @@ class Engine:
         self._by_namespace: dict[str, set[str]] = {}  # namespace -> pod keys
         self._policies_in: dict[str, set[str]] = {}  # namespace -> policy keys
         self._peers: dict[str, _PeerIndex] = {}
+        self._ns_peers: dict[str, set[str]] = {}  # namespace -> its podSelector-only peers
+        self._any_ns_peers: set[str] = set()  # peers with a namespaceSelector
         self._named: dict[str, tuple[str, str, str, int]] = {}  # set -> peer key, name, proto, v
         self._selector_sets: dict[str, str] = {}  # set -> peer key
         self._local: set[str] = set()  # keys of the pods on this node
@@ -233,7 +235,7 @@ class Engine:
             self._local.discard(pod.key)
         ns_labels = self._ns_labels(pod.namespace)
         ips_changed = old is None or old.ips != pod.ips or old.ports != pod.ports
-        for peer_key, index in self._peers.items():
+        for peer_key, index in self._candidates(pod.namespace):
             member = index.matches(pod, ns_labels)
             was = pod.key in index.members
             if member != was:
@@ -251,7 +253,7 @@ class Engine:
             return
         self._by_namespace.get(pod.namespace, set()).discard(key)
         self._local.discard(key)
-        for peer_key, index in self._peers.items():
+        for peer_key, index in self._candidates(pod.namespace):
             if key in index.members:
                 index.members.discard(key)
                 self._dirty_peers.add(peer_key)
@@ -457,14 +459,29 @@ class Engine:
                                 ),
                             )
         for peer_key in set(self._peers) - set(wanted):
-            del self._peers[peer_key]
+            gone = self._peers.pop(peer_key)
+            if gone.namespace is not None:
+                self._ns_peers.get(gone.namespace, set()).discard(peer_key)
+            self._any_ns_peers.discard(peer_key)
         for peer_key, index in wanted.items():
             if peer_key in self._peers:
                 continue
-            for pod in self.pods.values():
-                if index.matches(pod, self._ns_labels(pod.namespace)):
-                    index.members.add(pod.key)
+            # only the pods of the namespaces it can name: a podSelector-only peer names one
+            if index.namespace is not None:
+                namespaces = [index.namespace]
+            else:
+                selector = index.namespaces or Selector()
+                namespaces = [n for n in self._by_namespace if selector.matches(self._ns_labels(n))]
+            for namespace in namespaces:
+                ns_labels = self._ns_labels(namespace)
+                for key in self._by_namespace.get(namespace, ()):
+                    if index.matches(self.pods[key], ns_labels):
+                        index.members.add(key)
             self._peers[peer_key] = index
+            if index.namespace is not None:
+                self._ns_peers.setdefault(index.namespace, set()).add(peer_key)
+            else:
+                self._any_ns_peers.add(peer_key)
             self._dirty_peers.add(peer_key)
         self._relevant = set(relevant)
 
@@ -521,11 +538,17 @@ class Engine:
         ns_labels = self._ns_labels(name)
         for pod_key in self._by_namespace.get(name, ()):
             pod = self.pods[pod_key]
-            for peer_key, index in self._peers.items():
+            for peer_key, index in self._candidates(name):
                 member = index.matches(pod, ns_labels)
                 if member != (pod_key in index.members):
                     (index.members.add if member else index.members.discard)(pod_key)
                     self._dirty_peers.add(peer_key)
+
+    def _candidates(self, namespace: str) -> list[tuple[str, _PeerIndex]]:
+        """The peers that can name a pod of `namespace`: its own podSelector-only peers and
+        every peer with a namespaceSelector."""
+        keys = self._ns_peers.get(namespace, set()) | self._any_ns_peers
+        return [(k, self._peers[k]) for k in keys]
 
     def _ns_labels(self, name: str) -> Mapping[str, str]:
         namespace = self.namespaces.get(name)
