@@ -277,8 +277,8 @@ def oracle(
             return False
         if spec.port is None:
             return True
-        if isinstance(spec.port, str):
-            return port in dst.resolve(spec.port, proto)
+        if isinstance(spec.port, str):  # a hostNetwork pod's ports are the node's: not resolved
+            return not dst.host_network and port in dst.resolve(spec.port, proto)
         return bool(spec.port <= port <= (spec.end_port or spec.port))
 
     def allows(policies: list[Policy], direction: str, other: PodInfo | None, ip: str) -> bool:

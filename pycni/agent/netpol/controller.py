@@ -551,7 +551,6 @@ class EventRecorder:
         self.node = node
         self.stop = stop
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=256)
-        self.posted: list[dict[str, Any]] = []
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="netpol-events", daemon=True).start()
@@ -596,7 +595,6 @@ class EventRecorder:
             namespace = event["metadata"]["namespace"]
             try:
                 self.client.create(f"/api/v1/namespaces/{namespace}/events", event)
-                self.posted.append(event)
             except kube.ApiError as err:
                 log.warning("failed to post an Event on NetworkPolicy %s/%s: %s", namespace,
                             event["involvedObject"]["name"], err)  # fmt: skip

@@ -33,8 +33,10 @@ Long-lived path (the agent), never a plugin's.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 from pycni.agent.netpol.objects import (
     IpBlock,
@@ -111,12 +113,21 @@ class ChainDef:
     statements: tuple[Statement, ...]
     verdict: str
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         body = "\n".join([*(s.text() for s in self.statements), self.verdict])
         return digest(body, 16)
 
-    @property
+    @cached_property
+    def set_names(self) -> tuple[str, ...]:
+        """The sets its rules name."""
+        names: list[str] = []
+        for s in self.statements:
+            if isinstance(s, Accept):
+                names += [n for n in (s.peer_set, s.named_set) if n is not None]
+        return tuple(dict.fromkeys(names))
+
+    @cached_property
     def comment(self) -> str:
         """At most 128 characters (nft's limit): the owner is cut short when it must be."""
         return f"{self.owner[: 128 - 17]} {self.fingerprint}"
@@ -218,7 +229,11 @@ class Engine:
         self._selector_sets: dict[str, str] = {}  # set -> peer key
         self._local: set[str] = set()  # keys of the pods on this node
         self._dirty_peers: set[str] = set()
-        self._relevant: set[str] = set()  # policy keys whose peers are indexed
+        self._relevant: dict[str, Policy] = {}  # the policies whose peers are indexed
+        # chains built before, reused while what they were built from is the same objects
+        self._chains: dict[tuple[str, str], tuple[tuple[object, ...], ChainDef, list[Any]]] = {}
+        self._used: dict[tuple[str, str], tuple[tuple[object, ...], ChainDef, list[Any]]] = {}
+        self._registered: list[Any] | None = None
         self.desired = Desired()
 
     # --- events ---------------------------------------------------------------------------
@@ -312,6 +327,7 @@ class Engine:
     # --- the ruleset --------------------------------------------------------------------
 
     def render(self) -> Desired:
+        self._used = {}
         chains: dict[str, ChainDef] = {}
         maps: dict[str, dict[str, str]] = {name: {} for name in MAPS.values()}
         relevant: set[str] = set()
@@ -335,11 +351,10 @@ class Engine:
                 chain = self._policy_chain(policy, direction)
                 chains[chain.name] = chain
         for chain in chains.values():
-            for statement in chain.statements:
-                if isinstance(statement, Accept):
-                    for name in (statement.peer_set, statement.named_set):
-                        if name is not None:
-                            sets[name] = self._set_def(name)
+            for name in chain.set_names:
+                if name not in sets:
+                    sets[name] = self._set_def(name)
+        self._chains = self._used  # what this render did not use is forgotten
         desired = self.desired
         elements = {}
         dirty = set()
@@ -356,7 +371,37 @@ class Engine:
         self.desired = Desired(sets, elements, chains, maps, dirty)
         return self.desired
 
+    def _cached(
+        self, key: tuple[str, str], made_of: tuple[object, ...], build: Callable[[], ChainDef]
+    ) -> ChainDef:
+        """The chain built from `made_of` (objects compared by identity), built again only
+        when one of them changed; the sets it registered are registered again."""
+        hit = self._chains.get(key)
+        if (
+            hit is not None
+            and len(hit[0]) == len(made_of)
+            and all(a is b for a, b in zip(hit[0], made_of, strict=True))
+        ):
+            for table, name, value in hit[2]:
+                getattr(self, table)[name] = value
+            self._used[key] = hit
+            return hit[1]
+        self._registered = []
+        try:
+            chain = build()
+            self._used[key] = (made_of, chain, self._registered)
+        finally:
+            self._registered = None
+        return chain
+
     def _pod_chain(self, pod: PodInfo, direction: str, policies: list[Policy]) -> ChainDef:
+        quarantined = [p.key in self.quarantined for p in policies]  # bools: singletons
+        made_of = (pod, *policies, *quarantined)
+        return self._cached(
+            (pod.key, direction), made_of, lambda: self._build_pod_chain(pod, direction, policies)
+        )
+
+    def _build_pod_chain(self, pod: PodInfo, direction: str, policies: list[Policy]) -> ChainDef:
         name = pod_chain(pod.namespace, pod.name, direction)
         owner = f"pod {pod.key} {direction}"
         if not policies:
@@ -377,6 +422,14 @@ class Engine:
         return ChainDef(name, owner, tuple(_unique(statements)), "drop")
 
     def _policy_chain(self, policy: Policy, direction: str) -> ChainDef:
+        made_of = (policy, policy.key in self.quarantined)
+        return self._cached(
+            (f"policy {policy.key}", direction),
+            made_of,
+            lambda: self._build_policy_chain(policy, direction),
+        )
+
+    def _build_policy_chain(self, policy: Policy, direction: str) -> ChainDef:
         name = policy_chain(policy.key, direction)
         owner = f"policy {policy.key} {direction}"
         statements: list[Statement] = []
@@ -419,10 +472,10 @@ class Engine:
             if named:
                 assert version is not None and port is not None
                 nset = named_set(peer_key, str(port.port), port.protocol, version)
-                self._named[nset] = (peer_key, str(port.port), port.protocol, version)
+                self._register("_named", nset, (peer_key, str(port.port), port.protocol, version))
                 peer_set = None  # the named set holds the peer's addresses already
             elif peer_set is not None:
-                self._selector_sets[peer_set] = peer_key
+                self._register("_selector_sets", peer_set, peer_key)
             accepts.append(
                 Accept(
                     direction,
@@ -438,9 +491,17 @@ class Engine:
 
     # --- sets ---------------------------------------------------------------------------------
 
+    def _register(self, table: str, name: str, value: object) -> None:
+        getattr(self, table)[name] = value
+        if self._registered is not None:
+            self._registered.append((table, name, value))
+
     def _index(self, relevant: set[str]) -> None:
         """Index the peers of the policies that select a local pod; forget the others."""
-        if relevant == self._relevant and not self._stale_peers(relevant):
+        same = relevant == self._relevant.keys() and all(
+            self._relevant[k] is self.policies[k] for k in relevant
+        )
+        if same:
             return
         wanted: dict[str, _PeerIndex] = {}
         for key in relevant:
@@ -483,18 +544,7 @@ class Engine:
             else:
                 self._any_ns_peers.add(peer_key)
             self._dirty_peers.add(peer_key)
-        self._relevant = set(relevant)
-
-    def _stale_peers(self, relevant: set[str]) -> bool:
-        """Whether a relevant policy names a peer not indexed (the policy changed)."""
-        for key in relevant:
-            policy = self.policies[key]
-            for rules in (policy.ingress or (), policy.egress or ()):
-                for rule in rules:
-                    for peer in rule.peers:
-                        if peer.block is None and peer.key(policy.namespace) not in self._peers:
-                            return True
-        return False
+        self._relevant = {k: self.policies[k] for k in relevant}
 
     def _touched_sets(self) -> set[str]:
         touched = set()
