@@ -168,7 +168,7 @@ table = nft.Table("inet", "pycni-policy")
 chain = sys.argv[1]
 def last():
     with nft.Ruleset() as r:
-        notes = [n.comment for n in r.rules(table) if n.chain == chain]
+        notes = [n.comment for n in r.rules(table, chain) if n.chain == chain]
     return notes[-1] if notes else ""
 print(json.dumps(last()), flush=True)
 for line in sys.stdin:
@@ -280,12 +280,14 @@ def one_pod(pods: int, local: int, policies: int, rounds: int) -> dict[str, Any]
 # --- 3. data plane -------------------------------------------------------------------------------
 
 _CONNS = """
-import socket, sys, time
+import socket, struct, sys, time
 ip, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 count = 0
 deadline = time.monotonic() + seconds
 while time.monotonic() < deadline:
     s = socket.create_connection((ip, port), timeout=2)
+    # a reset, not a FIN: no TIME_WAIT, so the run never waits for a free source port
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
     count += 1
 print(count / seconds)

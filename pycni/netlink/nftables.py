@@ -634,9 +634,13 @@ class Ruleset:
         found = self._dump(NFT_MSG_GETCHAIN, body, what, _chain)
         return [c for c in found or () if c.table == table.name]
 
-    def rules(self, table: Table) -> list[RuleNote]:
-        """Every rule of the table: chain, handle, comment (expressions are not decoded)."""
-        body = _nfgenmsg(table) + _attrs((NFTA_RULE_TABLE, _nul(table.name)))
+    def rules(self, table: Table, chain: str | None = None) -> list[RuleNote]:
+        """Every rule of the table, or of one of its chains (the kernel filters the dump):
+        chain, handle, comment (expressions are not decoded)."""
+        attrs = [(NFTA_RULE_TABLE, _nul(table.name))]
+        if chain is not None:
+            attrs.append((NFTA_RULE_CHAIN, _nul(chain)))
+        body = _nfgenmsg(table) + _attrs(*attrs)
         found = self._dump(NFT_MSG_GETRULE, body, f"list the rules of table {table}", _rule)
         return [r for r in found or () if r is not None]
 

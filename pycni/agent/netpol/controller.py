@@ -269,8 +269,6 @@ class Controller:
             self._markers.discard(namespace)
 
     def _write_status(self) -> None:
-        from pycni.agent.agent import write_atomically
-
         status = {
             "node": self.node,
             "versions": self.status.versions,
@@ -279,7 +277,12 @@ class Controller:
             "programmedAt": self.status.programmed_at,
             "quarantined": dict(self.engine.quarantined),
         }
-        write_atomically(self.state_dir / "status.json", json.dumps(status) + "\n")
+        # renamed into place (readers see a whole file), not synced: it describes the
+        # running agent, and a status lost with the machine describes nothing
+        path = self.state_dir / "status.json"
+        tmp = path.with_name(f".status.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(status) + "\n")
+        os.replace(tmp, path)
 
     # --- the three kinds ---------------------------------------------------------------------
 
