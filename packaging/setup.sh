@@ -43,8 +43,8 @@ bash packaging/cnitool.sh
 # The interpreter .venv, and so the frozen bundle, is built from: Debian's python3 (installed
 # above). Its libpython, which PyInstaller bundles, has the modules every plugin start loads
 # (_struct, zlib, _socket, ...) compiled in, where other builds (pyenv's, say) load each from a
-# shared object: ~6% of every plugin call, measured (README, "How it is built"). A .venv made
-# from another interpreter is made again. PYCNI_PYTHON=/path/to/python3 overrides.
+# shared object: ~6% of every plugin call, measured (docs/design.md). A .venv made from another
+# interpreter is made again. PYCNI_PYTHON=/path/to/python3 overrides.
 python=${PYCNI_PYTHON:-/usr/bin/python3}
 if [[ -x .venv/bin/python ]]; then
     venv_base=$(.venv/bin/python -c 'import os, sys; print(os.path.realpath(sys._base_executable))')

@@ -521,7 +521,7 @@ def _enable_route_localnet(pod_ip: IP) -> None:
 
     best: tuple[int, str] | None = None
     with open("/proc/net/route", "rb") as table:
-        next(table)  # the header
+        next(table, None)  # the header (a namespace without IPv4 routes has not even that)
         for line in table:
             fields = line.split()
             # Destination and Mask: hex, in the kernel's (little-endian) byte order

@@ -3,7 +3,7 @@
 VERSION is answered here, before the protocol boundary (pycni.cni.skel) or the plugin loads: the
 runtime asks it often (libcni validates every plugin of a list with VERSION), and an answer that
 costs no more than the interpreter's own start is the whole point of the check in
-tests/test_startup_imports.py.
+tests/cni/test_startup_imports.py.
 """
 
 from __future__ import annotations

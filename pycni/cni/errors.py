@@ -2,7 +2,7 @@
 that carry them to the protocol boundary (pycni.cni.skel), which prints the spec's error JSON.
 
 Codes are plain int constants, not an enum: `enum` costs ~4 ms of a frozen plugin's start-up,
-and every CNI call is a fresh process (see README, "Start-up is a feature").
+and every CNI call is a fresh process (see docs/design.md, "Start-up is the budget").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The standard library's `ipaddress` costs ~4 ms of a frozen plugin's start-up (it
 `functools` and `collections`); what a CNI plugin needs from it is small: parse, format the way
 Go's net.IP.String() does (RFC 5952, so lease file names match the reference host-local's),
 compare, add, mask. `_socket.inet_pton` parses; IPv4 is formatted by `inet_ntop`, IPv6 here.
-tests/test_ip.py cross-checks every operation against `ipaddress`.
+tests/cni/test_ip.py cross-checks every operation against `ipaddress`.
 """
 
 from __future__ import annotations

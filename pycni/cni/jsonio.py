@@ -3,7 +3,7 @@
 `import json` costs ~8 ms of a frozen plugin's start-up (it pulls `re` and `enum`), about two thirds
 of the interpreter's own start. The C scanner and encoder that `json` wraps need neither, so
 this module drives them directly. Behaviour matches `json.loads` / `json.dumps` for what a CNI
-plugin reads and writes (tests/test_jsonio.py cross-checks it), with two deliberate differences:
+plugin reads and writes (tests/cni/test_jsonio.py cross-checks it), with two deliberate differences:
 NaN and Infinity are rejected on input and output (they are not JSON), and trailing data is an
 error.
 """

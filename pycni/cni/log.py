@@ -9,7 +9,7 @@ its PID and the call:
 
 Outside a call (a test driving a step directly, the agent) `write` goes to stderr alone.
 Not `logging`: it imports `re`, `threading` and `traceback` on every start of every call (see
-tests/test_startup_imports.py).
+tests/cni/test_startup_imports.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Imported only under TYPE_CHECKING: `typing` costs a frozen plugin ~9 ms of start-up. A plugin is
 a module with a row in the registry (pycni.cni.registry); the skel (pycni.cni.skel) calls its
-functions with a validated Call and the config the plugin parsed from it. tests/test_registry.py
+functions with a validated Call and the config the plugin parsed from it. tests/cni/test_registry.py
 has mypy check every row's module against `Plugin`.
 """
 

@@ -13,11 +13,11 @@ below. Who reads the rows:
   against, by its `type`, and for `ipam` rows also by `ipam.type`;
 - pycni.agent.reconcile (`pycni reconcile`) and pycni.agent.agent: the `reconciler` rows,
   multi-node datapaths that take a localIP and a peers file and have a node reconciler;
-- the tests: tests/test_frozen_bundle.py and tests/test_startup_imports.py run every row
-  (`allowed_imports`: the modules of the start-up budget's forbidden list this plugin may load
-  on its call path, e.g. "subprocess" to exec a delegate); tests/test_registry.py checks that
-  the rows and the modules agree, and has mypy check every row's module against the Plugin
-  Protocol.
+- the tests: tests/packaging/test_frozen_bundle.py and tests/cni/test_startup_imports.py run
+  every row (`allowed_imports`: the modules of the start-up budget's forbidden list this plugin
+  may load on its call path, e.g. "subprocess" to exec a delegate); tests/cni/test_registry.py
+  checks that the rows and the modules agree, and has mypy check every row's module against the
+  Plugin Protocol.
 
 Why a Python module of literal rows, not a text file: pycni.cni.delegate reads the table on
 every ADD, CHECK and DEL of bridge, vxlan and ipip, each a fresh process under the start-up

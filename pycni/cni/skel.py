@@ -295,7 +295,7 @@ def _make_call(
         config=config,
         stdin=raw,
         prev_result=prev_result,
-        runtime_config=_object_or_empty(config, "runtimeConfig"),
+        runtime_config=_canonical_capabilities(_object_or_empty(config, "runtimeConfig")),
         args=_object_or_empty(config, "args"),
         valid_attachments=_valid_attachments(config) if command == "GC" else None,
         env=env,
@@ -337,6 +337,54 @@ def parse_cni_args(text: str, plugin_keys: tuple[str, ...] = ()) -> dict[str, st
             " add IgnoreUnknown=1 to ignore keys this plugin does not know",
         )
     return pairs
+
+
+# Capability arguments as runtimes send them. containerd (go-cni, 1.6 to 2.1) declares
+# PortMapping, BandWidth, IPRanges and DNS without JSON tags, so it marshals them with Go's
+# field names ("HostPort", "IngressRate"); the Go plugins read them because encoding/json
+# matches field names case-insensitively. These are the conventions' spellings
+# (CONVENTIONS.md), and each capability's shape: "items" a list of objects, "object" one object,
+# "sets" a list of lists of objects.
+CAPABILITY_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "portMappings": ("items", ("hostPort", "containerPort", "protocol", "hostIP")),
+    "bandwidth": ("object", ("ingressRate", "ingressBurst", "egressRate", "egressBurst")),
+    "ipRanges": ("sets", ("subnet", "rangeStart", "rangeEnd", "gateway")),
+    "dns": ("object", ("servers", "searches", "options", "domain")),
+}
+
+
+def _canonical_capabilities(runtime_config: dict[str, object]) -> dict[str, object]:
+    """`runtime_config` with the known capabilities' keys in the conventions' spelling, matched
+    as Go matches them: an exact name, else the same letters in another case; of two that
+    match one field, the later wins (encoding/json's order). Rewritten in place, so the config
+    the plugin validates says the same. Keys that match no field are left for the schema."""
+    for capability, (shape, fields) in CAPABILITY_KEYS.items():
+        value = runtime_config.get(capability)
+        if shape == "object":
+            _canonical_keys(value, fields)
+            continue
+        for item in value if isinstance(value, list) else ():
+            if shape == "items":
+                _canonical_keys(item, fields)
+            elif isinstance(item, list):
+                for member in item:
+                    _canonical_keys(member, fields)
+    return runtime_config
+
+
+def _canonical_keys(obj: object, fields: tuple[str, ...]) -> None:
+    if not isinstance(obj, dict) or all(key in fields for key in obj):
+        return  # the common case (the conventions' spelling): nothing to do
+    folded = {name.lower(): name for name in fields}
+    out: dict[str, object] = {}
+    for key, value in obj.items():
+        name = (
+            key if key in fields else folded.get(key.lower(), key) if isinstance(key, str) else key
+        )
+        out.pop(name, None)  # the later of two spellings wins, and takes its place
+        out[name] = value
+    obj.clear()
+    obj.update(out)
 
 
 def _object_or_empty(config: dict[str, object], key: str) -> dict[str, object]:

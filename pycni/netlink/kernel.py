@@ -2,8 +2,8 @@
 
 Every message type, flag, fixed header and attribute space the client uses is here and nowhere
 else; pycni.netlink.rtnl speaks in field names ("mtu", "linkinfo", "vni") and these tables turn
-them into numbers. tests/test_netlink.py checks the tables against /usr/include/linux/*.h when
-the headers are installed.
+them into numbers. tests/netlink/test_kernel.py checks the tables against /usr/include/linux/*.h
+when the headers are installed.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ NFT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 RACE = "File exists"  # how nft reports EEXIST: a map key that jumps elsewhere by now
 
 # --- numbers: linux/netfilter/nfnetlink.h, nf_tables.h, netfilter.h; libnftnl's udata.h -------
-# (tests/test_nftables.py checks them against the installed headers)
+# (tests/netlink/test_nftables.py checks them against the installed headers)
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10

@@ -15,11 +15,13 @@ import pytest
 from pycni.cni import versions
 from pycni.lab.netns import Netns
 from pycni.lab.runtime import Invocation, invoke
-from tests.support import flock_held
+from tests.support.flock import flock_held
+from tests.support.leftovers import leases
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
 SUBNET4, SUBNET6 = "10.22.0.0/24", "fd22::/64"
+NETWORK = "hl-test"
 
 
 def netconf(version: str, data_dir: Path, **ipam: Any) -> dict[str, Any]:
@@ -30,7 +32,7 @@ def netconf(version: str, data_dir: Path, **ipam: Any) -> dict[str, Any]:
         "dataDir": str(data_dir),
     }
     section.update(ipam)
-    return {"cniVersion": version, "name": "hl-test", "ipam": section}
+    return {"cniVersion": version, "name": NETWORK, "ipam": section}
 
 
 def run(
@@ -52,22 +54,6 @@ def run(
         config=config,
         timeout=30,
         **kw,
-    )
-
-
-def leases(data_dir: Path, network: str = "hl-test") -> dict[str, bytes]:
-    d = data_dir / network
-    return (
-        {
-            p.name: p.read_bytes()
-            for p in d.iterdir()
-            if p.is_file()
-            and p.name[0].isalnum()
-            and p.name not in ("lock",)
-            and not p.name.startswith("last_reserved")
-        }
-        if d.exists()
-        else {}
     )
 
 
@@ -105,7 +91,7 @@ def test_every_verb_at_every_version(
         {**({"version": "6"} if old else {}), "address": "fd22::2/64", "gateway": "fd22::1"},
     ]
     assert result["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
-    assert leases(tmp_path) == {"10.22.0.2": b"c1\r\neth0", "fd22::2": b"c1\r\neth0"}
+    assert leases(tmp_path, NETWORK) == {"10.22.0.2": b"c1\r\neth0", "fd22::2": b"c1\r\neth0"}
 
     with_prev = {**conf, "prevResult": result}
     if versions.at_least(version, "0.4.0"):
@@ -116,14 +102,14 @@ def test_every_verb_at_every_version(
         assert ok(run(bundle, "STATUS", conf, None, cid=None, ifname=None)).stdout == b""
         gc = {**conf, "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}]}
         assert ok(run(bundle, "GC", gc, None, cid=None, ifname=None)).stdout == b""
-        assert len(leases(tmp_path)) == 2  # GC keeps what is listed
+        assert len(leases(tmp_path, NETWORK)) == 2  # GC keeps what is listed
     else:
         error(run(bundle, "STATUS", conf, None, cid=None, ifname=None), 1, "STATUS")
         error(run(bundle, "GC", conf, None, cid=None, ifname=None), 1, "GC")
 
     delete = with_prev if versions.at_least(version, "0.4.0") else conf
     assert ok(run(bundle, "DEL", delete, netns)).stdout == b""
-    assert leases(tmp_path) == {}
+    assert leases(tmp_path, NETWORK) == {}
     assert ok(run(bundle, "DEL", delete, netns)).stdout == b""  # DEL again: still success
     assert ok(run(bundle, "DEL", conf, "")).stdout == b""  # containerd's second DEL, no netns
 
@@ -137,7 +123,7 @@ def test_del_with_the_namespace_gone_releases_the_lease(bundle: Path, tmp_path: 
     finally:
         ns.delete()
     ok(run(bundle, "DEL", netconf("1.0.0", tmp_path), ns.path))
-    assert leases(tmp_path) == {}
+    assert leases(tmp_path, NETWORK) == {}
 
 
 def test_round_robin_across_calls(bundle: Path, netns: Netns, tmp_path: Path) -> None:
@@ -329,7 +315,7 @@ def test_error_codes(
         kwargs["cni_args"] = env["cni_args"]
     out = error(run(bundle, command, conf, env.get("netns", netns), **kwargs), code, *words)
     assert out["cniVersion"] in versions.SUPPORTED
-    assert leases(tmp_path) == {}  # a refused call leases nothing
+    assert leases(tmp_path, NETWORK) == {}  # a refused call leases nothing
 
 
 def test_undecodable_stdin_is_code_6(bundle: Path, netns: Netns) -> None:
@@ -348,7 +334,7 @@ def test_io_failure_is_code_5_naming_the_directory(
 def test_lock_held_too_long_is_code_11_naming_the_holder(
     bundle: Path, netns: Netns, tmp_path: Path
 ) -> None:
-    net = tmp_path / "hl-test"
+    net = tmp_path / NETWORK
     net.mkdir()
     with flock_held(net / "lock") as holder:
         inv = run(bundle, "ADD", netconf("1.0.0", tmp_path), netns)
@@ -373,7 +359,7 @@ def test_requested_ip_in_use_is_102_naming_the_holder(
     conf = {**netconf("1.0.0", tmp_path), "runtimeConfig": {"ips": ["10.22.0.9"]}}
     ok(run(bundle, "ADD", conf, netns, cid="holder"))
     error(run(bundle, "ADD", conf, netns, cid="other"), 102, "10.22.0.9", "holder")
-    assert set(leases(tmp_path)) == {"10.22.0.9", "fd22::2"}  # the failed ADD left nothing
+    assert set(leases(tmp_path, NETWORK)) == {"10.22.0.9", "fd22::2"}  # the failed ADD left nothing
 
 
 def test_duplicate_add_is_103_and_changes_nothing(
@@ -381,17 +367,17 @@ def test_duplicate_add_is_103_and_changes_nothing(
 ) -> None:
     conf = netconf("1.0.0", tmp_path)
     ok(run(bundle, "ADD", conf, netns))
-    before = leases(tmp_path)
+    before = leases(tmp_path, NETWORK)
     error(run(bundle, "ADD", conf, netns), 103, "c1", "eth0")
-    assert leases(tmp_path) == before
+    assert leases(tmp_path, NETWORK) == before
 
 
 def test_check_detects_a_lost_lease_104(bundle: Path, netns: Netns, tmp_path: Path) -> None:
     conf = netconf("1.0.0", tmp_path)
     result = ok(run(bundle, "ADD", conf, netns)).result()
-    (tmp_path / "hl-test" / "fd22::2").unlink()
+    (tmp_path / NETWORK / "fd22::2").unlink()
     error(run(bundle, "CHECK", {**conf, "prevResult": result}, netns), 104, "fd22::2")
-    (tmp_path / "hl-test" / "10.22.0.2").unlink()
+    (tmp_path / NETWORK / "10.22.0.2").unlink()
     error(run(bundle, "CHECK", {**conf, "prevResult": result}, netns), 104, "holds no address")
 
 
@@ -401,11 +387,11 @@ def test_gc_releases_exactly_what_is_not_listed(bundle: Path, netns: Netns, tmp_
         ok(run(bundle, "ADD", conf, netns, cid=cid))
     keep = [{"containerID": "b", "ifname": "eth0"}]
     ok(run(bundle, "GC", {**conf, "cni.dev/valid-attachments": keep}, None, cid=None, ifname=None))
-    assert set(leases(tmp_path).values()) == {b"b\r\neth0"}
+    assert set(leases(tmp_path, NETWORK).values()) == {b"b\r\neth0"}
     ok(
         run(bundle, "GC", {**conf, "cni.dev/attachments": []}, None, cid=None, ifname=None)
     )  # legacy key, empty: all
-    assert leases(tmp_path) == {}
+    assert leases(tmp_path, NETWORK) == {}
 
 
 def test_bare_environment_and_any_cwd(bundle: Path, netns: Netns, tmp_path: Path) -> None:
@@ -433,7 +419,7 @@ def test_bare_environment_and_any_cwd(bundle: Path, netns: Netns, tmp_path: Path
         else done.stdout + done.stderr
     )
     assert json.loads(done.stdout)["ips"][0]["address"] == "10.22.0.2/24"
-    assert os.listdir(tmp_path / "hl-test")  # the lease landed in dataDir, nowhere else
+    assert os.listdir(tmp_path / NETWORK)  # the lease landed in dataDir, nowhere else
 
 
 def test_leases_leaked_by_a_reboot_do_not_exhaust_the_range(
@@ -446,17 +432,17 @@ def test_leases_leaked_by_a_reboot_do_not_exhaust_the_range(
     for n in range(5):
         ok(run(bundle, "ADD", conf, netns, cid=f"before{n}"))
     error(run(bundle, "ADD", conf, netns, cid="full"), 101)
-    (tmp_path / "hl-test" / ".pycni" / "boot").write_text("an-earlier-boot")
+    (tmp_path / NETWORK / ".pycni" / "boot").write_text("an-earlier-boot")
     ok(run(bundle, "STATUS", conf, None, cid=None, ifname=None))  # not exhausted any more
     for n in range(5):
         ok(run(bundle, "ADD", conf, netns, cid=f"after{n}"))
     error(run(bundle, "ADD", conf, netns, cid="after5"), 101)  # now it is full of live pods
-    assert sorted(v.split(b"\r\n")[0] for v in leases(tmp_path).values()) == [
+    assert sorted(v.split(b"\r\n")[0] for v in leases(tmp_path, NETWORK).values()) == [
         f"after{n}".encode() for n in range(5)
     ]
     for n in range(5):  # the dead pods' DELs, late: they release nothing of the new pods
         ok(run(bundle, "DEL", conf, netns, cid=f"before{n}"))
-    assert len(leases(tmp_path)) == 5
+    assert len(leases(tmp_path, NETWORK)) == 5
 
 
 def test_gc_after_a_reboot_keeps_what_the_runtime_reports_live(
@@ -465,14 +451,14 @@ def test_gc_after_a_reboot_keeps_what_the_runtime_reports_live(
     conf = netconf("1.1.0", tmp_path, ranges=[[{"subnet": "10.22.0.0/29"}]])
     for n in range(5):
         ok(run(bundle, "ADD", conf, netns, cid=f"before{n}"))
-    (tmp_path / "hl-test" / ".pycni" / "boot").write_text("an-earlier-boot")
+    (tmp_path / NETWORK / ".pycni" / "boot").write_text("an-earlier-boot")
     gc = {**conf, "cni.dev/valid-attachments": [{"containerID": "before0", "ifname": "eth0"}]}
     ok(run(bundle, "GC", gc, None, cid=None, ifname=None))
-    assert leases(tmp_path) == {"10.22.0.2": b"before0\r\neth0"}
+    assert leases(tmp_path, NETWORK) == {"10.22.0.2": b"before0\r\neth0"}
     for n in range(4):
         ok(run(bundle, "ADD", conf, netns, cid=f"after{n}"))
     error(run(bundle, "ADD", conf, netns, cid="after4"), 101)  # before0 was not reclaimed
-    assert leases(tmp_path)["10.22.0.2"] == b"before0\r\neth0"
+    assert leases(tmp_path, NETWORK)["10.22.0.2"] == b"before0\r\neth0"
 
 
 @pytest.fixture
@@ -499,7 +485,7 @@ def test_read_only_data_dir_is_an_io_error_and_leaves_nothing(
     error(run(bundle, "ADD", conf, netns, cid="during"), 5, str(small_tmpfs))
     error(run(bundle, "STATUS", conf, None, cid=None, ifname=None), 50, str(small_tmpfs))
     subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True)
-    assert set(leases(small_tmpfs).values()) == {b"before\r\neth0"}
+    assert set(leases(small_tmpfs, NETWORK).values()) == {b"before\r\neth0"}
     ok(run(bundle, "ADD", conf, netns, cid="after"))
 
 
@@ -517,8 +503,8 @@ def test_full_data_dir_is_an_io_error_and_leaves_no_empty_lease(
         n += 1
         assert n < 200
     error(run(bundle, "ADD", conf, netns, cid="second"), 5)
-    assert all(v for v in leases(small_tmpfs).values())  # no empty, ownerless lease file
-    assert set(leases(small_tmpfs).values()) == {b"first\r\neth0"}
+    assert all(v for v in leases(small_tmpfs, NETWORK).values())  # no empty, ownerless lease file
+    assert set(leases(small_tmpfs, NETWORK).values()) == {b"first\r\neth0"}
     for path in small_tmpfs.glob("filler*"):
         path.unlink()
     ok(run(bundle, "ADD", conf, netns, cid="second"))

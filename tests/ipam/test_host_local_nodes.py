@@ -3,12 +3,9 @@ parallel calls, and with calls killed half-way."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,8 @@ import pytest
 
 from pycni.lab.netns import Netns
 from pycni.lab.runtime import Invocation, invoke
+from tests.support.kill import kill_after, start_call
+from tests.support.leftovers import leases
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -56,17 +55,6 @@ def address(inv: Invocation) -> str:
     return str(inv.result()["ips"][0]["address"]).split("/")[0]
 
 
-def lease_files(data_dir: Path) -> dict[str, str]:
-    d = data_dir / NET
-    if not d.exists():
-        return {}
-    return {
-        p.name: p.read_bytes().decode(errors="replace")
-        for p in d.iterdir()
-        if p.is_file() and (p.name[0].isdigit() or ":" in p.name)
-    }
-
-
 @pytest.mark.reference
 def test_switching_between_the_reference_and_pycni_loses_and_duplicates_nothing(
     bundle: Path, reference: Path, netns: Netns, tmp_path: Path
@@ -88,7 +76,7 @@ def test_switching_between_the_reference_and_pycni_loses_and_duplicates_nothing(
     # pycni releases a lease the reference made, and the reference one pycni made
     assert call(ours, "DEL", ours_conf, netns, "go0").exit_status == 0
     assert call(go, "DEL", go_conf, netns, "py0").exit_status == 0
-    assert got["go0"] not in lease_files(tmp_path) and got["py0"] not in lease_files(tmp_path)
+    assert got["go0"] not in leases(tmp_path, NET) and got["py0"] not in leases(tmp_path, NET)
     # ...and back to the reference, then to pycni again: still no duplicate, CHECK agrees
     got["go9"] = address(call(go, "ADD", go_conf, netns, "go9"))
     got["py9"] = address(call(ours, "ADD", ours_conf, netns, "py9"))
@@ -97,15 +85,15 @@ def test_switching_between_the_reference_and_pycni_loses_and_duplicates_nothing(
     for owner in live:
         assert call(ours, "CHECK", ours_conf, netns, owner).exit_status == 0, owner
         assert call(go, "CHECK", go_conf, netns, owner).exit_status == 0, owner
-    files = lease_files(tmp_path)
+    files = leases(tmp_path, NET)
     assert {v: k for k, v in live.items()} == {
-        ip: text.split("\r\n")[0] for ip, text in files.items()
+        ip: text.decode().split("\r\n")[0] for ip, text in files.items()
     }
     # everything released by whichever plugin, nothing left
     for n, owner in enumerate(live):
         exe, cfg = (ours, ours_conf) if n % 2 else (go, go_conf)
         assert call(exe, "DEL", cfg, netns, owner).exit_status == 0
-    assert lease_files(tmp_path) == {}
+    assert leases(tmp_path, NET) == {}
 
 
 def test_parallel_churn_on_two_networks_never_shares_an_address(
@@ -126,11 +114,11 @@ def test_parallel_churn_on_two_networks_never_shares_an_address(
         ips = list(pool.map(churn, range(n)))
     for parity in (0, 1):
         assert len(set(ips[parity::2])) == n // 2
-    assert len(lease_files(tmp_path)) == n // 2  # network hl-node
+    assert len(leases(tmp_path, NET)) == n // 2  # network hl-node
     with ThreadPoolExecutor(max_workers=32) as pool:
         dels = list(pool.map(lambda i: call(exe, "DEL", confs[i % 2], netns, f"par{i}"), range(n)))
     assert all(inv.exit_status == 0 and inv.stdout == b"" for inv in dels)
-    assert lease_files(tmp_path) == {}
+    assert leases(tmp_path, NET) == {}
     assert not [p for p in (tmp_path / "hl-node-b").iterdir() if p.name[0].isdigit()]
     for network in ("hl-node", "hl-node-b"):
         assert os.listdir(tmp_path / network / ".pycni" / "attachments") == []
@@ -143,31 +131,18 @@ def test_a_call_killed_anywhere_leaves_nothing_that_blocks_or_leaks(
     """SIGKILL an ADD (or the DEL after an ADD) at a random moment of its life, then do what a
     runtime does next: DEL the attachment (the call never answered), and ADD again. 60 runs."""
     exe, config = bundle / "pycni-host-local", conf(tmp_path, subnet="10.30.0.0/28")
-    env_base = {"CNI_NETNS": netns.path, "CNI_IFNAME": "eth0"}
-    stdin = json.dumps(config).encode()
     rng = random.Random(4242)
     killed_inside = 0
     for run in range(60):
         cid = f"kill{run}"
         if verb == "DEL":
             address(call(exe, "ADD", config, netns, cid))
-        proc = subprocess.Popen(
-            [str(exe)],
-            env={**env_base, "CNI_COMMAND": verb, "CNI_CONTAINERID": cid},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        assert proc.stdin is not None
-        proc.stdin.write(stdin)
-        proc.stdin.close()
-        time.sleep(rng.uniform(0.0, 0.03))
-        proc.send_signal(signal.SIGKILL)
-        if proc.wait() == -signal.SIGKILL:
+        proc = start_call(exe, verb, config, container_id=cid, netns=netns.path)
+        if kill_after(proc, rng.uniform(0.0, 0.03)) == -signal.SIGKILL:
             killed_inside += 1
         assert call(exe, "DEL", config, netns, cid).exit_status == 0  # never blocks, never fails
         again = call(exe, "ADD", config, netns, f"{cid}b")
         address(again)  # succeeds: no stale lock, no leaked address filling the /28
         assert call(exe, "DEL", config, netns, f"{cid}b").exit_status == 0
-        assert lease_files(tmp_path) == {}, f"run {run} leaked"
+        assert leases(tmp_path, NET) == {}, f"run {run} leaked"
     assert killed_inside > 20  # most kills landed while the plugin ran

@@ -13,7 +13,7 @@ from pycni.cni.errors import Code, TryAgainLater
 from pycni.cni.ip import IP
 from pycni.cni.skel import Attachment
 from pycni.ipam.host_local.store import DiskStore
-from tests.support import flock_held
+from tests.support.flock import flock_held
 
 A = Attachment("c1", "eth0")
 B = Attachment("c2", "eth0")

@@ -1,13 +1,13 @@
 """pycni-ipip's tunnel in a kernel that has IPIP (the kernel lane's guest; the host kernel has
 no `ipip` module): Always between two nodes of one subnet, CrossSubnet across the underlay's
 router. Few and small: the guest's CPU is slow. Encapsulation is proved on the wire with the
-lane's capture (tests/kernel/capture.py): IP protocol 4 packets carrying the pods' addresses,
+lane's capture (tests/support/capture.py): IP protocol 4 packets carrying the pods' addresses,
 and not one packet with a bare pod address, where the tunnel is used; the opposite where
 CrossSubnet routes directly."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ import pytest
 from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
-from tests.kernel.capture import assert_ipip_encapsulated, assert_not_encapsulated, capture
+from tests.support.capture import assert_ipip_encapsulated, assert_not_encapsulated, capture
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -57,12 +57,8 @@ def peer_routes(member: ClusterNode) -> list[str]:
 
 
 @pytest.fixture
-def always(bundle: Path) -> Iterator[Cluster]:
-    c = Cluster.create(2, bundle, datapath="ipip", encapsulation="Always")
-    try:
-        yield c
-    finally:
-        c.destroy()
+def always(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    return cluster_factory(2, datapath="ipip", encapsulation="Always")
 
 
 def test_always_tunnels_between_nodes_of_one_subnet(always: Cluster) -> None:

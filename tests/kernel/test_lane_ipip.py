@@ -14,7 +14,7 @@ from pycni.lab import connectivity
 from pycni.lab import netns as netns_mod
 from pycni.lab.netns import Netns
 from pycni.netlink import Rtnl
-from tests.kernel.capture import assert_ipip_encapsulated, capture
+from tests.support.capture import assert_ipip_encapsulated, capture
 
 
 def test_create_ipip_makes_the_tunnel_asked_for(netns: Netns) -> None:

@@ -1,5 +1,6 @@
-"""The kernel lane's guest itself: what its kernel has and lacks (as the README says), and the
-project's emulated cluster (namespaces, veth, bridge, the frozen bundle) working inside it."""
+"""The kernel lane's guest itself: what its kernel has and lacks (as docs/development.md says),
+and the project's emulated cluster (namespaces, veth, bridge, the frozen bundle) working inside
+it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster
 from pycni.lab.netns import Netns
 
-# (what, command run inside a fresh namespace). The README's "kernel lane" section lists these.
+# (what, command run inside a fresh namespace). docs/development.md's "kernel lane" section lists
+# these.
 HAS = [
     ("ipip", "ip link add t0 type ipip local 10.0.0.1"),
     ("veth", "ip link add v0 type veth peer name v1"),
@@ -52,7 +54,7 @@ def test_guest_kernel_has(netns: Netns, what: str, command: str) -> None:
 
 @pytest.mark.parametrize(("what", "command"), LACKS, ids=[h[0] for h in LACKS])
 def test_guest_kernel_lacks(netns: Netns, what: str, command: str) -> None:
-    """If this fails, the guest kernel gained it: update the README's kernel lane section."""
+    """If this fails, the guest kernel gained it: update docs/development.md's kernel lane."""
     done = netns.run(["sh", "-c", command], check=False)
     assert done.returncode != 0, f"{what} works in the guest now: {command}"
 

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,81 +21,24 @@ from pycni.conformance.checks import Verdict
 from pycni.conformance.runner import render_table, run_suite
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node, Pod
-from tests.conftest import unavailable
+from tests.support.bandwidth import (
+    GW,
+    GW6,
+    LIMITS,
+    MBIT,
+    conflist,
+    host_veth,
+    ifb_of,
+    ifbs,
+    qdiscs,
+    redirects,
+)
+from tests.support.ci import unavailable
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
-SUBNET, GW = "10.62.0.0/24", "10.62.0.1"
-SUBNET6, GW6 = "fd62::/64", "fd62::1"
-MBIT = 1_000_000
-# Rates this 2-core machine, shared, sustains with room to spare; different per direction,
-# so a swapped direction cannot pass. Bursts of 20 ms at the rate.
-LIMITS = {
-    "ingressRate": 30 * MBIT,
-    "ingressBurst": 30 * MBIT // 50,
-    "egressRate": 15 * MBIT,
-    "egressBurst": 15 * MBIT // 50,
-}
 IPERF_SECONDS = 4  # per measurement, after 1 s omitted (the burst and TCP's slow start)
 IPERF_ATTEMPTS = 3
-
-
-def conflist(version: str = "1.1.0", *, dual: bool = False, **bandwidth: Any) -> dict[str, Any]:
-    ranges = [[{"subnet": SUBNET}]] + ([[{"subnet": SUBNET6}]] if dual else [])
-    return {
-        "cniVersion": version,
-        "name": "kubenet",
-        "plugins": [
-            {
-                "type": "pycni-bridge",
-                "bridge": "cbr0",
-                "isGateway": True,
-                "isDefaultGateway": True,
-                "ipam": {"type": "pycni-host-local", "ranges": ranges},
-            },
-            {"type": "pycni-bandwidth", "capabilities": {"bandwidth": True}, **bandwidth},
-        ],
-    }
-
-
-@pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
-    n = Node.create("bw", bundle)
-    try:
-        yield n
-    finally:
-        n.destroy()
-
-
-def qdiscs(node: Node, dev: str) -> dict[str, dict[str, Any]]:
-    """A device's qdiscs by place: "root", "ingress"."""
-    shown = json.loads(node.ns.run(["tc", "-j", "qdisc", "show", "dev", dev]).stdout or "[]")
-    return {("ingress" if q["kind"] == "ingress" else "root"): q for q in shown}
-
-
-def redirects(node: Node, dev: str) -> list[str]:
-    """The devices a filter of the ingress qdisc redirects to (egress), per `tc -j`."""
-    text = node.ns.run(["tc", "-j", "filter", "show", "dev", dev, "parent", "ffff:"]).stdout
-    return [
-        action["to_dev"]
-        for f in json.loads(text or "[]")
-        for action in f.get("options", {}).get("actions", [])
-        if action.get("mirred_action") == "redirect" and action.get("direction") == "egress"
-    ]
-
-
-def ifbs(node: Node) -> dict[str, dict[str, Any]]:
-    return {link["ifname"]: link for link in node.ns.ip_json("-d", "link", "show", "type", "ifb")}
-
-
-def host_veth(pod: Pod) -> str:
-    (name,) = [i["name"] for i in pod.result["interfaces"] if i["name"].startswith("veth")]
-    return str(name)
-
-
-def ifb_of(pod: Pod) -> str:
-    (name,) = [i["name"] for i in pod.result["interfaces"] if i["name"].startswith("pbw")]
-    return str(name)
 
 
 def plugin_call(

@@ -4,12 +4,7 @@ the runtime's DEL, hostile input, and its config validator held to its JSON sche
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,36 +17,20 @@ from pycni.lab.netns import Netns
 from pycni.lab.runtime import invoke
 from pycni.lab.testbed import Node
 from pycni.validators import bandwidth as bandwidth_validator
-from tests.plugins.test_bandwidth import LIMITS, conflist, host_veth, ifbs, qdiscs
-from tests.test_hostile_input import check_outcome, configs, envs, invoke_hostile
-from tests.test_schema_validators import assert_same_verdict
+from tests.support.bandwidth import LIMITS, conflist, host_veth, ifbs, qdiscs
+from tests.support.hostile import (
+    FROZEN_EXAMPLES,
+    as_json,
+    check_outcome,
+    configs,
+    envs,
+    invoke_hostile,
+)
+from tests.support.kill import kill_after, start_call
+from tests.support.storm import FULL
+from tests.support.validators import assert_same_verdict
 
-FULL = os.environ.get("PYCNI_STRESS") == "full"
 KILLS = 100 if FULL else 15
-
-
-@pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
-    n = Node.create("bwkill", bundle)
-    try:
-        yield n
-    finally:
-        n.destroy()
-
-
-def _spawn(node: Node, bundle: Path, verb: str, cid: str, pod: str, config: dict[str, Any]) -> Any:
-    env = {"CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_NETNS": pod, "CNI_IFNAME": "eth0"}
-    process = subprocess.Popen(
-        ["nsenter", f"--net={node.ns.path}", str(bundle / "pycni-bandwidth")],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdin is not None
-    process.stdin.write(json.dumps(config).encode())
-    process.stdin.close()
-    return process
 
 
 @pytest.mark.frozen
@@ -78,10 +57,10 @@ def test_adds_killed_anywhere_leave_nothing_after_the_runtimes_del(
     timed = [call("ADD").duration, call("DEL").duration]  # how long a whole ADD takes here
     interrupted = 0  # kills that left something for the DEL to remove
     for run in range(KILLS):
-        process = _spawn(node, bundle, "ADD", pod.container_id, pod.ns.path, config)
-        time.sleep(rng.uniform(0.3, 2.0) * timed[0])  # its kernel work comes last
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        process = start_call(bundle / "pycni-bandwidth", "ADD", config,
+                             container_id=pod.container_id, netns=pod.ns.path,
+                             in_netns=node.ns.path)  # fmt: skip
+        kill_after(process, rng.uniform(0.3, 2.0) * timed[0])  # its kernel work comes last
         interrupted += bool(ifbs(node)) or qdiscs(node, veth)["root"]["kind"] == "tbf"
         done = call("DEL")
         assert done.ok, (run, done.error())
@@ -96,11 +75,7 @@ def test_adds_killed_anywhere_leave_nothing_after_the_runtimes_del(
 
 @pytest.mark.frozen
 @pytest.mark.netns
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@FROZEN_EXAMPLES
 @given(stdin=configs(), env=envs, limits=st.dictionaries(
     st.sampled_from(["ingressRate", "ingressBurst", "egressRate", "egressBurst"]),
     st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=5) | st.none(),
@@ -109,10 +84,7 @@ def test_frozen_bandwidth_answers_any_input_in_the_spec_form(
     bundle: Path, netns: Netns, stdin: bytes, env: dict[str, str], limits: dict[str, Any]
 ) -> None:
     """In a node namespace that holds no veth (nothing can be shaped by accident)."""
-    try:
-        doc = json.loads(stdin)
-    except (ValueError, RecursionError):
-        doc = None
+    doc = as_json(stdin)
     if isinstance(doc, dict):
         doc.setdefault("type", "pycni-bandwidth")
         target = doc if len(limits) % 2 else {"bandwidth": limits}

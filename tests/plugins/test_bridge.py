@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,12 @@ import pytest
 from pycni.cni import versions
 from pycni.lab import connectivity
 from pycni.lab import netns as netns_mod
+from pycni.lab.netns import Netns
 from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node
+from tests.support.calls import assert_deleted_again, assert_refused, taken_default_route
+from tests.support.conflists import kubenet
+from tests.support.leftovers import leases, leftovers
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -25,39 +28,8 @@ SUBNET6, GW6 = "fd60::/64", "fd60::1"
 
 
 def conflist(version: str = "1.1.0", *, dual: bool = False, **bridge: Any) -> dict[str, Any]:
-    ranges = [[{"subnet": SUBNET4}]] + ([[{"subnet": SUBNET6}]] if dual else [])
-    plugin: dict[str, Any] = {
-        "type": "pycni-bridge",
-        "bridge": "cbr0",
-        "isGateway": True,
-        "isDefaultGateway": True,
-        "hairpinMode": True,
-        "ipam": {"type": "pycni-host-local", "ranges": ranges},
-    }
-    plugin.update(bridge)
-    return {"cniVersion": version, "name": "kubenet", "plugins": [plugin]}
-
-
-@pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
-    n = Node.create("node", bundle)
-    try:
-        yield n
-    finally:
-        n.destroy()
-
-
-def leases(node: Node, network: str = "kubenet") -> list[str]:
-    d = node.state_dir / "networks" / network
-    return (
-        sorted(p.name for p in d.iterdir() if p.name[0].isdigit() or ":" in p.name)
-        if d.exists()
-        else []
-    )
-
-
-def host_links(node: Node) -> list[str]:
-    return [name for name in node.ns.link_names() if name.startswith("veth")]
+    subnets = [SUBNET4, SUBNET6] if dual else [SUBNET4]
+    return kubenet(version, subnets, **({"hairpinMode": True} | bridge))
 
 
 def test_pods_reach_each_other_and_the_node_without_nat(node: Node) -> None:
@@ -193,23 +165,10 @@ def test_lifecycle_and_check_catching_drift(bundle: Path, node: Node, version: s
         assert err.value.code == 104 and veth in err.value.msg and "cbr0" in err.value.msg
 
     node.remove_pod("a", conf)
-    assert host_links(node) == []
-    assert leases(node) == []
+    assert leftovers(node) == []
     assert node.ns.run(["nft", "list", "ruleset"]).stdout.strip() == ""  # no firewall rules
     # DEL again, and containerd's second DEL with an empty netns: both succeed
-    plugin = {**conf["plugins"][0], "cniVersion": version, "name": conf["name"]}
-    for netns in (pod.ns.path, ""):
-        inv = invoke(
-            str(bundle / "pycni-bridge"),
-            "DEL",
-            container_id=pod.container_id,
-            netns=netns,
-            ifname="eth0",
-            config=plugin,
-            in_netns=node.ns.path,
-            cni_path=str(bundle),
-        )
-        assert (inv.exit_status, inv.stdout) == (0, b""), inv.stderr
+    assert_deleted_again(bundle / "pycni-bridge", conf, pod, in_netns=node.ns.path, cni_path=bundle)
 
 
 def test_del_with_the_pod_namespace_gone_removes_the_host_veth_and_lease(
@@ -219,7 +178,7 @@ def test_del_with_the_pod_namespace_gone_removes_the_host_veth_and_lease(
     pod = node.add_pod("a", conf)
     pod.ns.delete()  # the sandbox vanished before the runtime's DEL (the veth pair goes with it)
     node.remove_pod("a", conf)
-    assert host_links(node) == [] and leases(node) == []
+    assert leftovers(node) == []
 
 
 def test_the_bridge_keeps_its_mtu_when_the_last_pod_leaves(node: Node) -> None:
@@ -247,7 +206,7 @@ def test_a_failed_add_leaves_nothing_behind(node: Node) -> None:
     with pytest.raises(PluginError) as err:
         node.add_pod("a", conf)
     assert err.value.code == 105 and "198.51.100.0/24" in err.value.msg
-    assert host_links(node) == [] and leases(node) == []
+    assert leftovers(node) == []
 
 
 def test_any_ipam_plugin_and_its_error_codes_pass_through(
@@ -324,12 +283,8 @@ def test_bad_config_names_the_field(
     conf = conflist()
     conf["plugins"][0].update(change)
     conf = node.conf(conf)
-    with pytest.raises(PluginError) as err:
-        node.add_pod("a", conf)
-    assert err.value.code == code, err.value
-    for word in words:
-        assert word in f"{err.value.msg} {err.value.details}", err.value
-    assert host_links(node) == [] and leases(node) == []
+    assert_refused(lambda: node.add_pod("a", conf), code, words)
+    assert leftovers(node, node_veths=("dummy9", "dummy9p")) == []
 
 
 def test_status_and_gc(bundle: Path, node: Node) -> None:
@@ -338,7 +293,7 @@ def test_status_and_gc(bundle: Path, node: Node) -> None:
     a, b = node.add_pod("a", conf), node.add_pod("b", conf)
     runtime.status(conf)
     runtime.gc(conf, [(b.container_id, "eth0")])  # a's cached attachment is DEL'd, then GC
-    assert leases(node) == ["10.60.0.3"]
+    assert list(leases(node.state_dir / "networks", "kubenet")) == ["10.60.0.3"]
     node.ns.ip("link", "del", "cbr0")
     node.ns.ip("link", "add", "cbr0", "type", "veth", "peer", "name", "cbr0p")
     with pytest.raises(PluginError) as err:
@@ -371,25 +326,17 @@ def test_chained_after_another_plugin_keeps_its_result(
         ("10.60.0.2/24", 3),
     ]
     node.remove_pod("a", conf)
-    assert host_links(node) == [] and leases(node) == []
+    assert leftovers(node) == []
 
 
-def test_a_failed_add_after_the_veth_was_made_leaves_nothing(node: Node) -> None:
+def test_a_failed_add_after_the_veth_was_made_leaves_nothing(node: Node, pod_ns: Netns) -> None:
     """The pod's namespace already has a default route, so the pod's own cannot be added after
     the lease and the veth pair were made: the rollback removes both (it once ran after the
     netlink socket had closed, and left the veth)."""
     conf = node.conf(conflist())
-    pod = netns_mod.create("pod")
-    try:
-        pod.ip("link", "add", "other", "type", "veth", "peer", "name", "other1")
-        pod.ip("addr", "add", "192.0.2.9/24", "dev", "other")
-        pod.ip("link", "set", "other", "up")
-        pod.ip("route", "add", "default", "via", "192.0.2.1")
-        with pytest.raises(PluginError) as err:
-            node.runtime().add(conf, "late", pod.path, "eth0")
-        assert err.value.code == 105 and "0.0.0.0/0" in err.value.msg
-        assert "eth0" not in pod.link_names()
-    finally:
-        pod.delete()
-    assert host_links(node) == []
-    assert leases(node) == []
+    taken_default_route(pod_ns)
+    with pytest.raises(PluginError) as err:
+        node.runtime().add(conf, "late", pod_ns.path, "eth0")
+    assert err.value.code == 105 and "0.0.0.0/0" in err.value.msg
+    assert "eth0" not in pod_ns.link_names()
+    assert leftovers(node) == []  # the pod is still there: a veth left would show

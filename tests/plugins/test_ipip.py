@@ -7,7 +7,7 @@ and is shown working in the real-kernel lane (tests/kernel/test_ipip_tunnel.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,39 +16,22 @@ import pytest
 from pycni.cni import versions
 from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
-from pycni.lab.runtime import PluginError, invoke
+from pycni.lab.netns import Netns
+from pycni.lab.runtime import PluginError
 from pycni.lab.testbed import Pod
-from tests.kernel.capture import assert_not_encapsulated, capture
-from tests.support import kernel_has_ipip
+from tests.support.calls import assert_deleted_again, assert_refused, taken_default_route
+from tests.support.capture import assert_not_encapsulated, capture, kernel_has_ipip
+from tests.support.cluster import cross_node_matrix, one_pod_per_node
+from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
-REPO = Path(__file__).resolve().parents[2]
 PROTO = "112"  # the peer routes' protocol
 
 
 @pytest.fixture
-def never(bundle: Path) -> Iterator[Cluster]:
-    c = Cluster.create(3, bundle, datapath="ipip", encapsulation="Never")
-    try:
-        yield c
-    finally:
-        c.destroy()
-
-
-def one_pod_per_node(cluster: Cluster) -> list[tuple[ClusterNode, Pod]]:
-    return [(m, m.node.add_pod("a", cluster.conflist(m))) for m in cluster.nodes.values()]
-
-
-def cross_node_matrix(pods: list[tuple[ClusterNode, Pod]]) -> list[connectivity.Probe]:
-    servers = [connectivity.serve(pod.ns) for _, pod in pods]
-    try:
-        sources = [(f"{m.name}/a", pod.ns, pod.addresses(4)[0]) for m, pod in pods]
-        targets = [(f"{m.name}/a", pod.addresses(4)[0]) for m, pod in pods]
-        return connectivity.matrix(sources, targets)
-    finally:
-        for server in servers:
-            server.stop()
+def never(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    return cluster_factory(3, datapath="ipip", encapsulation="Never")
 
 
 def lines(text: str) -> list[str]:
@@ -259,19 +242,10 @@ def test_every_verb_at_every_version(bundle: Path, never: Cluster, version: str)
     assert "10.244.0.2" not in ns.ip("route")
     assert not list((node1.node.state_dir / "networks" / "routed").glob("10.*"))
     assert len(peer_routes(node1)) == 2  # the peer routes are the node's, not the pod's
-    plugin = {**conf["plugins"][0], "cniVersion": version, "name": conf["name"]}
-    for netns in (pod.ns.path, ""):  # DEL again, and with the netns gone
-        inv = invoke(
-            str(bundle / "pycni-ipip"),
-            "DEL",
-            container_id=pod.container_id,
-            netns=netns,
-            ifname="eth0",
-            config=plugin,
-            in_netns=node1.node.ns.path,
-            cni_path=str(bundle),
-        )
-        assert (inv.exit_status, inv.stdout) == (0, b""), inv.stderr
+    # DEL again, and containerd's second DEL with an empty netns: both succeed
+    assert_deleted_again(
+        bundle / "pycni-ipip", conf, pod, in_netns=node1.node.ns.path, cni_path=bundle
+    )
 
 
 def expect_drift(runtime: Any, conf: dict[str, Any], pod: Pod, words: str) -> None:
@@ -375,26 +349,18 @@ def test_a_failed_add_after_ipam_gives_the_address_back(never: Cluster) -> None:
     assert pod.addresses(4) == ["10.244.0.2"]  # the one address: it was given back
 
 
-def test_a_failed_add_after_the_veth_was_made_leaves_nothing(never: Cluster) -> None:
+def test_a_failed_add_after_the_veth_was_made_leaves_nothing(never: Cluster, pod_ns: Netns) -> None:
     """The pod's namespace already has a default route: the pod's own cannot be added, after
     the lease and the veth pair were made. The rollback removes both (with the netlink socket
     still open: it once ran after the socket had closed, and left the veth)."""
     node1 = never.nodes["node1"]
     conf = never.conflist(node1)
-    from pycni.lab import netns as netns_mod
-
-    pod_ns = netns_mod.create("pod")
-    try:
-        pod_ns.ip("link", "add", "other", "type", "veth", "peer", "name", "other1")
-        pod_ns.ip("addr", "add", "192.0.2.9/24", "dev", "other")
-        pod_ns.ip("link", "set", "other", "up")
-        pod_ns.ip("route", "add", "default", "via", "192.0.2.1")
-        with pytest.raises(PluginError) as err:
-            node1.node.runtime().add(conf, "late", pod_ns.path, "eth0")
-        assert err.value.code == 105 and "0.0.0.0/0" in err.value.msg
-        assert "eth0" not in pod_ns.link_names()
-    finally:
-        pod_ns.delete()
+    taken_default_route(pod_ns)
+    with pytest.raises(PluginError) as err:
+        node1.node.runtime().add(conf, "late", pod_ns.path, "eth0")
+    assert err.value.code == 105 and "0.0.0.0/0" in err.value.msg
+    assert "eth0" not in pod_ns.link_names()
+    # the pod is still there: a veth left would show
     assert [n for n in node1.node.ns.link_names() if n.startswith("veth")] == []
     assert "10.244.0.2" not in node1.node.ns.ip("route")
     assert not list((node1.node.state_dir / "networks" / "routed").glob("10.*"))
@@ -442,11 +408,7 @@ def test_bad_config_is_code_7_naming_the_field(
     if "peers" in change:
         conf["plugins"][0].pop("peersFile")
         conf = node1.node.conf(conf)
-    with pytest.raises(PluginError) as err:
-        node1.node.add_pod("a", conf)
-    assert err.value.code == 7, err.value
-    for word in words:
-        assert word in f"{err.value.msg} {err.value.details}", err.value
+    assert_refused(lambda: node1.node.add_pod("a", conf), 7, words)
     assert [n for n in node1.node.ns.link_names() if n.startswith("veth")] == []
     assert not list((node1.node.state_dir / "networks").rglob("10.*"))
 

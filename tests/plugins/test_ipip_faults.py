@@ -4,13 +4,9 @@ and the node's peer routes must survive them."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,70 +14,38 @@ import pytest
 
 from pycni.lab import netns as netns_mod
 from pycni.lab.cluster import Cluster, ClusterNode
+from tests.support.kill import killed_calls
+from tests.support.leftovers import leftovers, pod_routes
+from tests.support.storm import FULL, pod_storm
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
-FULL = os.environ.get("PYCNI_STRESS") == "full"
 PODS = 128 if FULL else 32
 KILLS = 100 if FULL else 15
 
 
 @pytest.fixture
-def cluster(bundle: Path) -> Iterator[Cluster]:
-    c = Cluster.create(2, bundle, datapath="ipip", encapsulation="Never")
-    try:
-        yield c
-    finally:
-        c.destroy()
+def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    return cluster_factory(2, datapath="ipip", encapsulation="Never")
 
 
 def peer_routes(member: ClusterNode) -> str:
     return member.node.ns.ip("route", "show", "proto", "112")
 
 
-def leftovers(member: ClusterNode) -> dict[str, list[str]]:
-    """Host veths, host routes to pods, leases."""
-    ns = member.node.ns
-    links = [n for n in ns.link_names() if n.startswith("veth")]
-    routes = [line for line in ns.ip("route").splitlines() if line.startswith("10.244.0.")]
-    leases = [
-        p.name
-        for p in (member.node.state_dir / "networks").rglob("*")
-        if p.is_file() and p.name[0].isdigit() and p.parent.name != "attachments"
-    ]
-    return {"links": links, "routes": routes, "leases": leases}
-
-
 def test_storm_of_pods_added_deleted_and_added_again(cluster: Cluster) -> None:
     member = cluster.nodes["node1"]
     conf = member.node.conf(cluster.conflist(member))
-    runtime = member.node.runtime()
-    pods = [netns_mod.create("istorm") for _ in range(PODS)]
-    try:
-
-        def churn(n: int) -> str:
-            runtime.add(conf, f"is{n}", pods[n].path, "eth0")
-            runtime.delete(conf, f"is{n}", pods[n].path, "eth0")
-            return str(runtime.add(conf, f"is{n}", pods[n].path, "eth0")["ips"][0]["address"])
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            addresses = list(pool.map(churn, range(PODS)))
+    with pod_storm(member.node, [conf], PODS, name="istorm", workers=8) as storm:
+        addresses = storm.churn()
         assert len(set(addresses)) == PODS
         routes = peer_routes(member)
         assert routes.splitlines() == ["10.244.1.0/24 via 172.18.0.3 dev eth0 "]
-        host_routes = leftovers(member)["routes"]
+        host_routes = pod_routes(member.node.ns, member.pod_cidr)
         assert sorted(r.split()[0] + "/32" for r in host_routes) == sorted(addresses)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(
-                pool.map(
-                    lambda n: runtime.delete(conf, f"is{n}", pods[n].path, "eth0"), range(PODS)
-                )
-            )
-        assert leftovers(member) == {"links": [], "routes": [], "leases": []}
+        storm.delete_all()
+        assert leftovers(member.node, pod_cidr=member.pod_cidr) == []
         assert peer_routes(member) == routes  # pods come and go; the node's routes stay
-    finally:
-        for pod in pods:
-            pod.delete()
 
 
 @pytest.mark.parametrize("verb", ["ADD", "DEL"])
@@ -90,43 +54,12 @@ def test_killed_calls_leave_nothing_and_keep_the_peer_routes(
 ) -> None:
     member = cluster.nodes["node1"]
     conf = member.node.conf(cluster.conflist(member))
-    runtime = member.node.runtime()
     cluster.reconcile(member)
     routes = peer_routes(member)
-    plugin = {**conf["plugins"][0], "cniVersion": conf["cniVersion"], "name": conf["name"]}
-    rng = random.Random(112)
-    for run in range(KILLS):
-        pod = netns_mod.create("ikill")
-        cid = f"ikill{run}"
-        try:
-            if verb == "DEL":
-                runtime.add(conf, cid, pod.path, "eth0")
-            env = {
-                "CNI_COMMAND": verb,
-                "CNI_CONTAINERID": cid,
-                "CNI_NETNS": pod.path,
-                "CNI_IFNAME": "eth0",
-                "CNI_PATH": str(bundle),
-            }
-            process = subprocess.Popen(
-                ["nsenter", f"--net={member.node.ns.path}", str(bundle / "pycni-ipip")],
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            assert process.stdin is not None
-            process.stdin.write(json.dumps(plugin).encode())
-            process.stdin.close()
-            time.sleep(rng.uniform(0.0, 0.04))
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
-            runtime.delete(conf, cid, pod.path, "eth0")  # what the runtime does next
-            runtime.add(conf, f"{cid}b", pod.path, "eth1")  # and the node still works
-            runtime.delete(conf, f"{cid}b", pod.path, "eth1")
-        finally:
-            pod.delete()
-        assert leftovers(member) == {"links": [], "routes": [], "leases": []}, f"run {run}"
+    runs = killed_calls(member.node, bundle / "pycni-ipip", verb, conf, runs=KILLS,
+                        rng=random.Random(112), name="ikill", cni_path=bundle)  # fmt: skip
+    for run in runs:
+        assert leftovers(member.node, pod_cidr=member.pod_cidr) == [], f"run {run}"
         assert peer_routes(member) == routes, f"run {run}"
 
 
@@ -153,4 +86,4 @@ def test_a_pod_namespace_removed_during_add_leaves_nothing(cluster: Cluster) -> 
             pod.delete()
             future.result(timeout=60)
         runtime.delete(conf, f"igone{run}", path, "eth0")
-        assert leftovers(member) == {"links": [], "routes": [], "leases": []}, f"run {run}"
+        assert leftovers(member.node, pod_cidr=member.pod_cidr) == [], f"run {run}"

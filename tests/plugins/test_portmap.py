@@ -7,11 +7,9 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,11 @@ from pycni.lab.runtime import PluginError, invoke
 from pycni.lab.testbed import Node, Pod
 from pycni.netlink import nftables
 from pycni.plugins import portmap
-from tests.test_schema_validators import INTERESTING_STRINGS, json_values
+from tests.support.conflists import kubenet
+from tests.support.netlink import uplink
+from tests.support.paths import EXAMPLES
+from tests.support.storm import FULL
+from tests.support.validators import INTERESTING_STRINGS, assert_same_verdict, json_values
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -34,31 +36,15 @@ NODE4, NODE6 = "172.31.0.2", "fc00:31::2"
 GW4, GW6 = "10.61.0.1", "fd61::1"
 HOST_PORT = 8080
 # PYCNI_STRESS=full: 192 pods (the most that churn at once in the /24 with room to spare)
-STRESS_PODS = 192 if os.environ.get("PYCNI_STRESS") == "full" else 64
+STRESS_PODS = 192 if FULL else 64
 ICMP = [{"hostPort": 8, "containerPort": 1, "protocol": "icmp"}]
 UDP_8080 = {"portMappings": [{"hostPort": 8080, "containerPort": 18080, "protocol": "udp"}]}
 TCP_8080 = {"portMappings": [{"hostPort": 8080, "containerPort": 18080, "protocol": "tcp"}]}
 
 
 def conflist(version: str = "1.1.0", **portmap_keys: Any) -> dict[str, Any]:
-    return {
-        "cniVersion": version,
-        "name": "kubenet",
-        "plugins": [
-            {
-                "type": "pycni-bridge",
-                "bridge": "cbr0",
-                "isGateway": True,
-                "isDefaultGateway": True,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "pycni-host-local",
-                    "ranges": [[{"subnet": "10.61.0.0/24"}], [{"subnet": "fd61::/64"}]],
-                },
-            },
-            {"type": "pycni-portmap", "capabilities": {"portMappings": True}, **portmap_keys},
-        ],
-    }
+    chained = {"type": "pycni-portmap", "capabilities": {"portMappings": True}, **portmap_keys}
+    return kubenet(version, ["10.61.0.0/24", "fd61::/64"], chained, hairpinMode=True)
 
 
 def mappings(host_port: int = HOST_PORT, **extra: Any) -> dict[str, Any]:
@@ -71,17 +57,10 @@ def mappings(host_port: int = HOST_PORT, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def node(bundle: Path) -> Iterator[Node]:
-    n = Node.create("node", bundle)
-    try:  # the node's own addresses, on an uplink as a kind node's eth0
-        n.ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
-        n.ns.ip("addr", "add", f"{NODE4}/16", "dev", "eth0")
-        n.ns.ip("addr", "add", f"{NODE6}/64", "dev", "eth0", "nodad")
-        for link in ("eth0", "eth0-peer"):
-            n.ns.ip("link", "set", link, "up")
-        yield n
-    finally:
-        n.destroy()
+def node(node: Node) -> Node:
+    """The shared node, with its own addresses on an uplink as a kind node's eth0."""
+    uplink(node.ns, f"{NODE4}/16", f"{NODE6}/64")
+    return node
 
 
 def ruleset(node: Node) -> str:
@@ -602,9 +581,7 @@ def test_conformance_with_portmap_chained(bundle: Path, tmp_path: Path) -> None:
     from pycni.conformance import checks, runner
     from pycni.conformance.checks import Verdict
 
-    conf = json.loads(
-        (Path(__file__).parents[2] / "conf" / "examples" / "10-pycni-bridge.conflist").read_text()
-    )
+    conf = json.loads((EXAMPLES / "10-pycni-bridge.conflist").read_text())
     conf["plugins"][0]["ipam"]["dataDir"] = str(tmp_path / "ipam")
     conf["plugins"].append({"type": "pycni-portmap", "capabilities": {"portMappings": True}})
     plain = runner.run_suite([str(bundle)], conf)  # pods without hostPorts: pass-through
@@ -691,7 +668,6 @@ PORTMAP_PATHS = [
 def test_portmap_validators_agree(path: tuple[Any, ...], value: object) -> None:
     from pycni.conformance import validate
     from pycni.validators import portmap as generated
-    from tests.test_schema_validators import assert_same_verdict
 
     doc = copy.deepcopy(PORTMAP_DOC)
     node: Any = doc

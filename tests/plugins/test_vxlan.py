@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,10 @@ import pytest
 from pycni.cni import versions
 from pycni.lab import connectivity
 from pycni.lab.cluster import UNDERLAY_BRIDGE, Cluster, ClusterNode
-from pycni.lab.runtime import PluginError, invoke
+from pycni.lab.runtime import PluginError
+from tests.support.calls import assert_deleted_again, assert_refused
+from tests.support.cluster import cross_node_matrix, one_pod_per_node
+from tests.support.paths import EXAMPLES
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
 
@@ -26,12 +29,8 @@ PORT = 4789
 
 
 @pytest.fixture
-def cluster(bundle: Path) -> Iterator[Cluster]:
-    c = Cluster.create(3, bundle)
-    try:
-        yield c
-    finally:
-        c.destroy()
+def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    return cluster_factory(3)
 
 
 def overlay_state(member: ClusterNode) -> dict[str, list[str]]:
@@ -90,21 +89,6 @@ class Capture:
             check=True,
         )
         return done.stdout.splitlines()
-
-
-def one_pod_per_node(cluster: Cluster) -> list[tuple[ClusterNode, Any]]:
-    return [(m, m.node.add_pod("a", cluster.conflist(m))) for m in cluster.nodes.values()]
-
-
-def cross_node_matrix(pods: list[tuple[ClusterNode, Any]]) -> list[connectivity.Probe]:
-    servers = [connectivity.serve(pod.ns) for _, pod in pods]
-    try:
-        sources = [(f"{m.name}/a", pod.ns, pod.addresses(4)[0]) for m, pod in pods]
-        targets = [(f"{m.name}/a", pod.addresses(4)[0]) for m, pod in pods]
-        return connectivity.matrix(sources, targets)
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def test_pods_on_three_nodes_talk_through_the_overlay_encapsulated(
@@ -347,19 +331,10 @@ def test_every_verb_at_every_version(bundle: Path, cluster: Cluster, version: st
     assert [n for n in node1.node.ns.link_names() if n.startswith("veth")] == []
     assert not list((node1.node.state_dir / "networks" / "overlay").glob("10.*"))
     assert "pycni.1" in node1.node.ns.link_names()  # the overlay is the node's, not the pod's
-    plugin = {**conf["plugins"][0], "cniVersion": version, "name": conf["name"]}
-    for netns in (pod.ns.path, ""):  # DEL again, and with the netns gone
-        inv = invoke(
-            str(bundle / "pycni-vxlan"),
-            "DEL",
-            container_id=pod.container_id,
-            netns=netns,
-            ifname="eth0",
-            config=plugin,
-            in_netns=node1.node.ns.path,
-            cni_path=str(bundle),
-        )
-        assert (inv.exit_status, inv.stdout) == (0, b""), inv.stderr
+    # DEL again, and containerd's second DEL with an empty netns: both succeed
+    assert_deleted_again(
+        bundle / "pycni-vxlan", conf, pod, in_netns=node1.node.ns.path, cni_path=bundle
+    )
 
 
 def test_status_needs_an_underlay_address_and_a_peer_source(cluster: Cluster) -> None:
@@ -435,18 +410,12 @@ def test_bad_config_is_code_7_naming_the_field(
     if peers_file is not None:
         node1.peers_file.write_text(peers_file)
     cluster.vxlan.update(change)
-    with pytest.raises(PluginError) as err:
-        node1.node.add_pod("a", cluster.conflist(node1))
-    assert err.value.code == 7, err.value
-    for word in words:
-        assert word in f"{err.value.msg} {err.value.details}", err.value
+    assert_refused(lambda: node1.node.add_pod("a", cluster.conflist(node1)), 7, words)
     assert [n for n in node1.node.ns.link_names() if n.startswith("veth")] == []
 
 
 def test_the_example_config_is_valid() -> None:
     from pycni.conformance import validate
 
-    report = validate.check_file(
-        str(Path(__file__).parents[2] / "conf/examples/10-pycni-vxlan.conflist")
-    )
+    report = validate.check_file(str(EXAMPLES / "10-pycni-vxlan.conflist"))
     assert report.errors == [] and report.notes == []

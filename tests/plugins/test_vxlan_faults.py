@@ -4,14 +4,8 @@ bridge plugin gets (tests/plugins/test_bridge_faults.py), and the overlay must s
 from __future__ import annotations
 
 import copy
-import json
-import os
 import random
-import signal
-import subprocess
-import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +13,19 @@ import pytest
 
 from pycni.lab import netns as netns_mod
 from pycni.lab.cluster import Cluster, ClusterNode
+from tests.support.kill import killed_calls
+from tests.support.leftovers import leftovers
+from tests.support.storm import FULL, pod_storm
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
-FULL = os.environ.get("PYCNI_STRESS") == "full"
 PODS = 256 if FULL else 64
 KILLS = 200 if FULL else 30
 
 
 @pytest.fixture
-def cluster(bundle: Path) -> Iterator[Cluster]:
-    c = Cluster.create(2, bundle)
-    try:
-        yield c
-    finally:
-        c.destroy()
+def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    return cluster_factory(2)
 
 
 def second_network(cluster: Cluster, member: ClusterNode) -> dict[str, Any]:
@@ -66,48 +58,19 @@ def overlay(member: ClusterNode) -> str:
     )
 
 
-def leftovers(member: ClusterNode) -> dict[str, list[str]]:
-    links = [n for n in member.node.ns.link_names() if n.startswith("veth")]
-    leases = [
-        p.name
-        for p in (member.node.state_dir / "networks").rglob("*")
-        if p.is_file() and p.name[0].isdigit() and p.parent.name != "attachments"
-    ]
-    return {"links": links, "leases": leases}
-
-
 def test_storm_of_pods_on_two_overlays(cluster: Cluster) -> None:
     member = cluster.nodes["node1"]
     nets = [member.node.conf(cluster.conflist(member)), second_network(cluster, member)]
-    runtime = member.node.runtime()
     before = overlay(member) if member.node.ns.link_names().count("pycni.1") else None
-    pods = [netns_mod.create("vstorm") for _ in range(PODS)]
-    try:
-
-        def churn(n: int) -> str:
-            net, pod = nets[n % 2], pods[n].path
-            runtime.add(net, f"vs{n}", pod, "eth0")
-            runtime.delete(net, f"vs{n}", pod, "eth0")
-            return str(runtime.add(net, f"vs{n}", pod, "eth0")["ips"][0]["address"])
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            addresses = list(pool.map(churn, range(PODS)))
+    with pod_storm(member.node, nets, PODS, name="vstorm", workers=16) as storm:
+        addresses = storm.churn()
         for parity in (0, 1):
             assert len(set(addresses[parity::2])) == PODS // 2
         state = overlay(member)
         assert before is None or state == before
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            list(
-                pool.map(
-                    lambda n: runtime.delete(nets[n % 2], f"vs{n}", pods[n].path, "eth0"),
-                    range(PODS),
-                )
-            )
-        assert leftovers(member) == {"links": [], "leases": []}
+        storm.delete_all()
+        assert leftovers(member.node) == []
         assert overlay(member) == state  # pods come and go; the node's overlay stays
-    finally:
-        for pod in pods:
-            pod.delete()
 
 
 @pytest.mark.parametrize("verb", ["ADD", "DEL"])
@@ -124,38 +87,8 @@ def test_killed_calls_leave_nothing_and_keep_the_overlay(
         runtime.delete(conf, "first", probe.path, "eth0")
     finally:
         probe.delete()
-    plugin = {**conf["plugins"][0], "cniVersion": conf["cniVersion"], "name": conf["name"]}
-    rng = random.Random(77)
-    for run in range(KILLS):
-        pod = netns_mod.create("vkill")
-        cid = f"vkill{run}"
-        try:
-            if verb == "DEL":
-                runtime.add(conf, cid, pod.path, "eth0")
-            env = {
-                "CNI_COMMAND": verb,
-                "CNI_CONTAINERID": cid,
-                "CNI_NETNS": pod.path,
-                "CNI_IFNAME": "eth0",
-                "CNI_PATH": str(bundle),
-            }
-            process = subprocess.Popen(
-                ["nsenter", f"--net={member.node.ns.path}", str(bundle / "pycni-vxlan")],
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            assert process.stdin is not None
-            process.stdin.write(json.dumps(plugin).encode())
-            process.stdin.close()
-            time.sleep(rng.uniform(0.0, 0.04))
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
-            runtime.delete(conf, cid, pod.path, "eth0")
-            runtime.add(conf, f"{cid}b", pod.path, "eth1")
-            runtime.delete(conf, f"{cid}b", pod.path, "eth1")
-        finally:
-            pod.delete()
-        assert leftovers(member) == {"links": [], "leases": []}, f"run {run}"
+    runs = killed_calls(member.node, bundle / "pycni-vxlan", verb, conf, runs=KILLS,
+                        rng=random.Random(77), name="vkill", cni_path=bundle)  # fmt: skip
+    for run in runs:
+        assert leftovers(member.node) == [], f"run {run}"
         assert overlay(member) == state, f"run {run}"
