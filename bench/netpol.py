@@ -1,7 +1,7 @@
 """NetworkPolicy: how fast a change is enforced, what one pod costs the kernel, what policies
 cost the data plane, and the agent's memory. One suite of `python -m bench` (`netpol`).
 
-1. Change -> enforced: one node (a namespace), the stand-in API server (tests/kube_replay) in it,
+1. Change -> enforced: one node (a namespace), the stand-in API server (tests.support.kube_replay),
    the frozen agent with --network-policy, 1,000 pods (100 on this node) in 20 namespaces and
    200 policies, synthetic. A policy is changed in the API (its port 80 becomes 81 or back),
    and the clock stops when the kernel holds the new rules: the comment of the last rule of
@@ -96,7 +96,7 @@ def agent_node(pods: int, local: int, policies: int) -> Iterator[dict[str, Any]]
     cluster loaded; yields the api, the netns name, the agent process and its state dir."""
     from pycni.lab import netns as netns_mod
     from pycni.netlink.namespace import socket_in_netns
-    from tests.kube_replay import FakeApiServer, Pki
+    from tests.support.kube_replay import FakeApiServer, Pki
 
     scratch = Path(tempfile.mkdtemp(prefix="pycni-bench-netpol-"))
     ns = netns_mod.create("bnetpol")

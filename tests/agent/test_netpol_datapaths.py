@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.netpol_harness import PolicyLab, model_pods, policy_lab
+from tests.support.netpol import PolicyLab, model_pods, policy_lab
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 

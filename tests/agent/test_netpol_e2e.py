@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from pycni.lab import truthtable
-from tests.netpol_harness import PolicyLab, model_pods, policy_lab
+from tests.support.netpol import PolicyLab, model_pods, policy_lab
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
@@ -604,7 +604,7 @@ def test_host_network_pods_are_never_selected(lab: PolicyLab) -> None:
     x does not isolate it (the node still answers), and a podSelector {} peer does not admit
     its traffic (node1's address, to pods on the other nodes)."""
     member = lab.cluster.nodes["node1"]
-    from tests.netpol_harness import pod_object
+    from tests.support.netpol import pod_object
 
     host = pod_object("x", "host", "node1", {"pod": "host"}, ips=[member.ip], host_network=True,
                       phase="Running")  # fmt: skip

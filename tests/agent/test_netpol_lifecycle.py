@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from pycni.lab import truthtable
-from tests.netpol_harness import PolicyLab, model_pods, policy_lab, wait_for
+from tests.support.netpol import PolicyLab, model_pods, policy_lab
+from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
@@ -193,7 +194,7 @@ def test_a_pod_that_lives_one_second_is_isolated_from_its_first_packet(lab: Poli
 
 
 def _scheduled(key: str, node: str) -> dict[str, Any]:
-    from tests.netpol_harness import pod_object
+    from tests.support.netpol import pod_object
 
     namespace, name = key.split("/")
     return pod_object(namespace, name, node, {"pod": name})

@@ -1,7 +1,7 @@
 """The NetworkPolicy lab: an emulated cluster (pycni.lab.cluster: 3 node namespaces on an
-underlay), the stand-in API server on the underlay (tests/kube_replay), `pycni agent` running
-in every node with NetworkPolicy on (as on kind: a kubelet-style kubeconfig, the kind template,
-its own conflist with pycni-netpol chained last), and pods added the way the kubelet and
+underlay), the stand-in API server on the underlay (tests.support.kube_replay), `pycni agent`
+running in every node with NetworkPolicy on (as on kind: a kubelet-style kubeconfig, the kind
+template, its own conflist with pycni-netpol chained last), and pods added the way the kubelet and
 containerd add them: the Pod object first (scheduled to its node), then the CNI ADD through the
 frozen plugins with K8S_POD_NAMESPACE/NAME/UID in CNI_ARGS, then the Pod's status with its IPs.
 
@@ -11,7 +11,7 @@ least as new (its status.json), probe every pod from every pod, compare with the
 table. `services()` emulates kube-proxy: a ClusterIP per pod, DNAT'd in every node's
 prerouting and output (table ip pycni-test-kubeproxy), so a probe can go through a Service.
 
-Support module for tests/agent/test_netpol_*.py (not a test module).
+For tests/agent/test_netpol_{e2e,lifecycle,datapaths}.py.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import json
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,30 +30,22 @@ from pycni.lab import connectivity, truthtable
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
 from pycni.netlink.namespace import socket_in_netns
-from tests.kube_replay import FakeApiServer, Pki
+from tests.support.kube_replay import FakeApiServer, Pki
+from tests.support.paths import AGENT_DIR, KIND
+from tests.support.wait import wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 API_HOST = "172.18.0.1"
 TEMPLATES = {
-    "vxlan": REPO / "conf" / "kind" / "00-pycni-vxlan.conflist",
-    "ipip": REPO / "conf" / "kind" / "00-pycni-ipip-never.conflist",
-    "bridge": REPO / "conf" / "kind" / "00-pycni-bridge.conflist",  # one node, dual-stack
+    "vxlan": KIND / "00-pycni-vxlan.conflist",
+    "ipip": KIND / "00-pycni-ipip-never.conflist",
+    "bridge": KIND / "00-pycni-bridge.conflist",  # one node, dual-stack
 }
 CLI = "import sys; from pycni.cli import main; sys.exit(main())"
-AGENT = REPO / "dist" / "pycni-agent" / "pycni-agent"
+AGENT = AGENT_DIR / "pycni-agent"
 WAIT = 60.0
 SERVICE_PREFIX = "10.96.1."
 KUBEPROXY_TABLE = "pycni-test-kubeproxy"
 WEB_PORTS = {"a": 80, "b": 81}  # the named port "web": 80 on pods a, 81 on pods b, none on c
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def pod_object(
@@ -215,7 +206,7 @@ class PolicyLab:
         namespace, name = key.split("/")
         labels = {"pod": name} if labels is None else dict(labels)
         running = self.agents[node]
-        wait_for(f"{node}'s conflist", running.conf_path.exists)
+        wait_for(f"{node}'s conflist", running.conf_path.exists, WAIT)
         self._serial += 1
         uid = f"5e1f0000-0000-4000-8000-{self._serial:012d}"
         self.api.put("pods", pod_object(namespace, name, node, labels, uid=uid, web=web))
@@ -300,7 +291,7 @@ class PolicyLab:
             return True
 
         try:
-            wait_for(f"agents to enforce resourceVersion {target}", done)
+            wait_for(f"agents to enforce resourceVersion {target}", done, WAIT)
         except AssertionError as err:
             raise AssertionError(f"{err}\n{self.logs()}") from None
 
