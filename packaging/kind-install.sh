@@ -3,10 +3,12 @@
 #
 #   packaging/build.sh                                   # dist/cni/bin and dist/pycni-agent
 #   kind create cluster --config conf/kind/kind-multi-ipv4.yaml
-#   packaging/kind-install.sh [--name kind] [--datapath vxlan] [--no-wait]
+#   packaging/kind-install.sh [--name kind] [--datapath vxlan] [--network-policy true] [--no-wait]
 #
 # --datapath: bridge | vxlan | ipip-always | ipip-crosssubnet | ipip-never (default vxlan);
 # conf/kind/00-pycni-<datapath>.conflist is the template.
+# --network-policy: true (default) or false: the agent enforces NetworkPolicy (docs/networkpolicy.md)
+# and pycni-netpol is chained into the conflist; false removes both.
 #
 # For each node (a container named as the node, as kind names them), through the container
 # engine (docker, or podman: KIND_EXPERIMENTAL_PROVIDER, as kind itself reads it, or whichever
@@ -19,6 +21,9 @@
 #      temporary name, then renamed; other pycni datapaths' conflists removed;
 #   4. a systemd unit (kind nodes run systemd) that runs the agent with the kubelet's
 #      kubeconfig; enabled and restarted, so it survives a node restart.
+# With NetworkPolicy on, first (kubectl apply) a ClusterRole that lets the nodes' own identity
+# (group system:nodes, the kubelet's kubeconfig) get/list/watch NetworkPolicies, Pods and
+# Namespaces and create Events, and nothing more; with it off, that binding is deleted.
 # Then waits until every node is Ready (unless --no-wait).
 #
 # Needs on this machine: bash, python3 (>= 3.11, to fill the template with the checkout's own
@@ -33,17 +38,24 @@ say() { printf '==> %s\n' "$*"; }
 
 name=kind
 datapath=vxlan
+network_policy=true
 wait_ready=1
 while (($#)); do
     case $1 in
         --name) name=${2:?--name needs a value}; shift 2 ;;
         --datapath) datapath=${2:?--datapath needs a value}; shift 2 ;;
+        --network-policy) network_policy=${2:?--network-policy needs true or false}; shift 2 ;;
+        --network-policy=*) network_policy=${1#*=}; shift ;;
         --no-wait) wait_ready=0; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (try --help)" ;;
     esac
 done
 
+case $network_policy in
+    true | false) ;;
+    *) die "--network-policy '$network_policy': expected true or false" ;;
+esac
 template=$repo/conf/kind/00-pycni-$datapath.conflist
 [[ -f $template ]] || die "unknown datapath '$datapath': choose one of ${DATAPATHS[*]}"
 bundle=$repo/dist/cni/bin
@@ -69,23 +81,61 @@ trap 'rm -rf "$scratch"' EXIT
 say "reading the nodes of kind cluster '$name' (kubectl --context kind-$name)"
 "${kubectl[@]}" get nodes -o json >"$scratch/nodes.json" \
     || die "kubectl could not list the nodes of cluster '$name' (is it running? kind get clusters)"
-PYTHONPATH=$repo python3 - "$scratch" "$template" >"$scratch/nodes.txt" <<'EOF'
+PYTHONPATH=$repo python3 - "$scratch" "$template" "$network_policy" >"$scratch/nodes.txt" <<'EOF'
 import json, sys
 from pathlib import Path
-from pycni.agent.agent import NodeInfo, render_conflist
+from pycni.agent.agent import POLICY_STATE_DIR, NodeInfo, render_conflist
 
 scratch, template = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())
+policy = POLICY_STATE_DIR if sys.argv[3] == "true" else None
 items = json.loads((scratch / "nodes.json").read_text())["items"]
 missing = [n.name for n in map(NodeInfo.of, items) if not n.pod_cidrs]
 if missing or not items:
     sys.exit(f"kind-install.sh: ERROR: no pod CIDR on node(s) {', '.join(missing) or '(none listed)'}:"
              " the controller manager allocates them (kind's default); wait and try again")
 for node in map(NodeInfo.of, items):
-    (scratch / f"{node.name}.conflist").write_text(json.dumps(render_conflist(template, node), indent=2) + "\n")
+    conflist = render_conflist(template, node, policy)
+    (scratch / f"{node.name}.conflist").write_text(json.dumps(conflist, indent=2) + "\n")
     print(node.name)
 EOF
 mapfile -t nodes <"$scratch/nodes.txt"
 ((${#nodes[@]})) || die "the cluster has no nodes"
+
+# --- NetworkPolicy: what the agent may read with the node's own (kubelet) credentials -----
+if [[ $network_policy == true ]]; then
+    say "granting the nodes read access to NetworkPolicies, Pods, Namespaces (ClusterRole pycni-node-netpol)"
+    "${kubectl[@]}" apply -f - <<'EOF' || die "kubectl could not apply the ClusterRole pycni-node-netpol"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: pycni-node-netpol
+rules:
+  - apiGroups: ["networking.k8s.io"]
+    resources: ["networkpolicies"]
+    verbs: ["get", "list", "watch"]
+  - apiGroups: [""]
+    resources: ["pods", "namespaces"]
+    verbs: ["get", "list", "watch"]
+  - apiGroups: [""]
+    resources: ["events"]
+    verbs: ["create"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: pycni-node-netpol
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: pycni-node-netpol
+subjects:
+  - apiGroup: rbac.authorization.k8s.io
+    kind: Group
+    name: system:nodes
+EOF
+else
+    "${kubectl[@]}" delete clusterrolebinding,clusterrole pycni-node-netpol --ignore-not-found
+fi
 
 conf_name=00-pycni-$datapath.conflist
 for node in "${nodes[@]}"; do
@@ -110,11 +160,11 @@ for node in "${nodes[@]}"; do
     # 4. the agent as a systemd service
     cat >"$scratch/pycni-agent.service" <<EOF
 [Unit]
-Description=pycni node agent (peers file and overlay from the cluster's Node objects)
+Description=pycni node agent (peers file and overlay from the Node objects; NetworkPolicy)
 After=kubelet.service
 
 [Service]
-ExecStart=/opt/pycni/agent/pycni-agent --node-name $node --template /opt/pycni/conf/$conf_name --conf-dir /etc/cni/net.d --kubeconfig /etc/kubernetes/kubelet.conf
+ExecStart=/opt/pycni/agent/pycni-agent --node-name $node --template /opt/pycni/conf/$conf_name --conf-dir /etc/cni/net.d --kubeconfig /etc/kubernetes/kubelet.conf --network-policy=$network_policy --policy-state-dir /run/pycni/netpol
 Restart=always
 RestartSec=2
 

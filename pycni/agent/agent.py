@@ -49,6 +49,8 @@ HELP = "node agent: write this node's conflist and peers file from the cluster's
 
 # The multi-node datapaths (localIP, peersFile): the plugins with a node reconciler.
 PEER_PLUGINS = tuple(entry.executable for entry in registry.PLUGINS if entry.reconciler)
+NETPOL_PLUGIN = "pycni-netpol"
+POLICY_STATE_DIR = Path("/run/pycni/netpol")
 log = logging.getLogger("pycni.agent")
 
 
@@ -95,16 +97,25 @@ def peer_set(nodes: Iterable[NodeInfo], own_name: str) -> list[dict[str, Any]]:
     return peers
 
 
-def render_conflist(template: dict[str, Any], node: NodeInfo) -> dict[str, Any]:
+def render_conflist(
+    template: dict[str, Any], node: NodeInfo, policy_state_dir: Path | None = None
+) -> dict[str, Any]:
     """The template with the node's pod CIDRs as IPAM ranges (one range set per CIDR, as
-    host-local wants them) and, for an overlay plugin, its InternalIP as localIP."""
+    host-local wants them) and, for an overlay plugin, its InternalIP as localIP. With
+    `policy_state_dir` (NetworkPolicy on), pycni-netpol is chained last with that stateDir;
+    without, any pycni-netpol of the template is left out."""
     conflist: dict[str, Any] = json.loads(json.dumps(template))
-    for plugin in conflist.get("plugins", []):
+    plugins = [p for p in conflist.get("plugins", []) if p.get("type") != NETPOL_PLUGIN]
+    for plugin in plugins:
         ipam = plugin.get("ipam")
         if isinstance(ipam, dict) and "ranges" in ipam:
             ipam["ranges"] = [[{"subnet": cidr}] for cidr in node.pod_cidrs]
         if plugin.get("type") in PEER_PLUGINS and node.node_ip is not None:
             plugin["localIP"] = node.node_ip
+    if policy_state_dir is not None:
+        plugins.append({"type": NETPOL_PLUGIN, "stateDir": str(policy_state_dir)})
+    if "plugins" in conflist:
+        conflist["plugins"] = plugins
     return conflist
 
 
@@ -162,6 +173,7 @@ class Agent:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     written_conf: str | None = None
     written_peers: list[dict[str, Any]] | None = None
+    policy_state_dir: Path | None = None  # NetworkPolicy on: pycni-netpol chained last
 
     @property
     def peers_file(self) -> Path | None:
@@ -220,7 +232,7 @@ class Agent:
         if own is None or not own.pod_cidrs:
             log.warning("node %s has no pod CIDR yet: conflist not written", self.node_name)
             return
-        conflist = render_conflist(self.template, own)
+        conflist = render_conflist(self.template, own, self.policy_state_dir)
         conf_text = json.dumps(conflist, indent=2) + "\n"
         conf_changed = conf_text != self.written_conf
         if conf_changed:
@@ -281,6 +293,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="list the nodes once, write the conflist (and peers file), reconcile, exit:"
         " status 0 if the conflist was written (an init container's step)",
     )
+    parser.add_argument(
+        "--network-policy",
+        type=_boolean,
+        default=True,
+        metavar="true|false",
+        help="enforce NetworkPolicy on this node (default true): watch NetworkPolicies, Pods"
+        " and Namespaces, program table inet pycni-policy, chain pycni-netpol into the"
+        " conflist; false removes the table and pycni-netpol",
+    )
+    parser.add_argument(
+        "--policy-state-dir",
+        type=Path,
+        default=POLICY_STATE_DIR,
+        help=f"what the agent and pycni-netpol share (default {POLICY_STATE_DIR})",
+    )
     parser.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
     parser.add_argument("--backoff-limit", type=float, default=30.0, help=argparse.SUPPRESS)
 
@@ -303,6 +330,7 @@ def run(args: argparse.Namespace) -> int:
     except kube.ConfigProblem as err:
         log.error("%s", err)
         return 1
+    policy = getattr(args, "network_policy", False)
     agent = Agent(
         client,
         args.node_name,
@@ -311,11 +339,52 @@ def run(args: argparse.Namespace) -> int:
         reconcile_conflist,
         backoff=Backoff(limit=args.backoff_limit),
         watch_timeout=args.watch_timeout,
+        policy_state_dir=args.policy_state_dir if policy else None,
     )
     log.info("node %s: managing %s", agent.node_name, agent.conf_path)
     if args.once:
         return run_once(agent)
-    return run_until_signalled(agent)
+    if not policy:
+        disable_policy(args)
+        return run_until_signalled(agent, None)
+    from pycni.agent.netpol.controller import Controller
+    from pycni.agent.netpol.program import NftProgrammer
+
+    controller = Controller(
+        lambda: kube.Client(credentials),
+        args.node_name,
+        args.policy_state_dir,
+        NftProgrammer(),
+        stop=agent.stop,
+        watch_timeout=args.watch_timeout,
+        backoff_limit=args.backoff_limit,
+    )
+    return run_until_signalled(agent, controller)
+
+
+def disable_policy(args: argparse.Namespace) -> None:
+    """--network-policy=false: the markers go first (no new pod is gated), then the table."""
+    import shutil
+
+    from pycni.cni.errors import CniError
+
+    shutil.rmtree(args.policy_state_dir / "namespaces", ignore_errors=True)
+    try:
+        from pycni.agent.netpol.program import NftProgrammer
+
+        NftProgrammer().disable()
+    except CniError as err:
+        log.error("failed to remove the NetworkPolicy table: %s", err.msg)
+        return  # the node's own work goes on; the table (if any) stays as it was
+    log.info("NetworkPolicy is off on this node: table inet pycni-policy removed")
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: expected true or false")
 
 
 def run_once(agent: Agent) -> int:
@@ -332,9 +401,11 @@ def run_once(agent: Agent) -> int:
     return 0 if agent.written_conf is not None else 1
 
 
-def run_until_signalled(agent: Agent) -> int:
-    """The agent in a worker thread; SIGTERM/SIGINT set its stop event (the handlers never
-    raise) and the previous handlers come back before returning."""
+def run_until_signalled(agent: Agent, controller: Any = None) -> int:
+    """The agent in a worker thread (and the NetworkPolicy controller's threads);
+    SIGTERM/SIGINT set its stop event (the handlers never raise) and the previous handlers
+    come back before returning. The policy table is left as it is: enforcement holds while
+    the agent restarts."""
     worker = threading.Thread(target=agent.run, name="pycni-agent", daemon=True)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -343,10 +414,15 @@ def run_until_signalled(agent: Agent) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        if controller is not None:
+            controller.start()
         worker.start()
         while worker.is_alive() and not agent.stop.is_set():
             agent.stop.wait(1.0)
         agent.shutdown()
+        if controller is not None:
+            controller.shutdown()
+            controller.join(timeout=10)
         worker.join(timeout=10)
     finally:
         for signum, handler in previous.items():

@@ -1,4 +1,16 @@
-"""A thin Kubernetes API client for the node agent: list Nodes, watch Nodes. Nothing else.
+"""A thin Kubernetes API client for the node agent: list and watch any resource (Nodes for the
+overlay; NetworkPolicies, Pods and Namespaces for policy), create an Event. Nothing else.
+
+Why not a maintained client (`kubernetes`, `lightkube`, `kr8s`)? What the agent needs is a
+reflector: list, watch from the list's resourceVersion with bookmarks, list again on 410, back
+off on anything else, keep the last good state meanwhile. None of those clients does that for
+the caller (kubernetes-client/python documents that a 410 is yours to recover from by listing
+again; kr8s#476 and airflow#21087 are users finding out), so the loop below would be written
+anyway; what a client would add is typed models (an object per pod: the agent holds every pod
+of the cluster, and its RSS is budgeted at 5,000 pods) and a dependency tree (urllib3,
+requests, google-auth, websocket-client; or httpx, anyio) frozen into the agent. The client
+here is http.client over ssl, tested against a stand-in API server shaped after real
+responses (tests: kube_replay).
 
 Credentials come from a kubeconfig (a kind node has the kubelet's, /etc/kubernetes/kubelet.conf:
 a client certificate and key as files or inline data, the cluster CA) or from the pod's service
@@ -160,28 +172,54 @@ class Client:
         self._lock = threading.Lock()
         self._aborted = False
 
-    # --- the two calls the agent makes ----------------------------------------------------
+    # --- the Node calls of the overlay's agent -------------------------------------------
 
     def list_nodes(self) -> tuple[list[dict[str, Any]], str]:
         """Every Node, and the list's resourceVersion to watch from."""
-        body = self._get(NODES_PATH, {}, self.timeout)
-        try:
-            doc = json.loads(body.read())
-        except (OSError, ValueError) as err:
-            raise Unreachable(f"failed to read the node list: {err}") from None
-        finally:
-            self._close()
-        items = doc.get("items") if isinstance(doc, dict) else None
-        if not isinstance(items, list):
-            raise Unreachable("the node list has no items")
-        return items, str(doc.get("metadata", {}).get("resourceVersion", ""))
+        return self.list(NODES_PATH)
 
     def watch_nodes(
         self, resource_version: str, timeout_seconds: int = 300
     ) -> Iterator[dict[str, Any]]:
-        """Watch events ({"type", "object"}) from `resource_version` until the server ends the
-        watch (after about `timeout_seconds`). BOOKMARK events are passed on (they carry the
-        resourceVersion to resume from); an ERROR event with code 410 raises Gone."""
+        return self.watch(NODES_PATH, resource_version, timeout_seconds)
+
+    # --- any resource --------------------------------------------------------------------
+
+    def list(self, path: str) -> tuple[list[dict[str, Any]], str]:
+        """Every object of a collection (e.g. /api/v1/pods), and the list's resourceVersion to
+        watch from."""
+        body = self._request("GET", path, {}, self.timeout)
+        what = path.rsplit("/", 1)[-1]
+        try:
+            doc = json.loads(body.read())
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            raise Unreachable(f"failed to read the {what} list: {_reason(err)}") from None
+        finally:
+            self._close()
+        items = doc.get("items") if isinstance(doc, dict) else None
+        if not isinstance(items, list):
+            raise Unreachable(f"the {what} list has no items")
+        return items, str(doc.get("metadata", {}).get("resourceVersion", ""))
+
+    def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """POST an object to a collection (e.g. an Event to /api/v1/namespaces/NS/events);
+        the object the server stored."""
+        body = self._request("POST", path, {}, self.timeout, json.dumps(obj).encode())
+        try:
+            created = json.loads(body.read())
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            raise Unreachable(f"failed to read the answer to POST {path}: {_reason(err)}") from None
+        finally:
+            self._close()
+        return created if isinstance(created, dict) else {}
+
+    def watch(
+        self, path: str, resource_version: str, timeout_seconds: int = 300
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events ({"type", "object"}) of a collection from `resource_version` until the
+        server ends the watch (after about `timeout_seconds`). BOOKMARK events are passed on
+        (they carry the resourceVersion to resume from); an ERROR event with code 410 raises
+        Gone."""
         query = {
             "watch": "1",
             "resourceVersion": resource_version,
@@ -190,7 +228,7 @@ class Client:
         }
         # no event for a while is normal (bookmarks come about once a minute); a silence
         # longer than the server's own timeout means the connection is dead
-        body = self._get(NODES_PATH, query, timeout_seconds + self.timeout)
+        body = self._request("GET", path, query, timeout_seconds + self.timeout)
         try:
             while True:
                 try:
@@ -230,7 +268,14 @@ class Client:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    def _get(self, path: str, query: dict[str, str], timeout: float) -> http.client.HTTPResponse:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        timeout: float,
+        body: bytes | None = None,
+    ) -> http.client.HTTPResponse:
         self._close()
         conn: http.client.HTTPConnection
         if self._context is not None:
@@ -243,7 +288,7 @@ class Client:
             conn.connect()
         except OSError as err:
             conn.close()
-            raise Unreachable(f"GET {path}: {_reason(err)}") from None
+            raise Unreachable(f"{method} {path}: {_reason(err)}") from None
         with self._lock:  # either abort() sees this connection, or we see the abort
             if self._aborted:
                 conn.close()
@@ -253,21 +298,23 @@ class Client:
         token = self._token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         target = f"{path}?{urlencode(query)}" if query else path
         try:
-            conn.request("GET", target, headers=headers)
+            conn.request(method, target, body=body, headers=headers)
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as err:
             self._close()
-            raise Unreachable(f"GET {target}: {_reason(err)}") from None
+            raise Unreachable(f"{method} {target}: {_reason(err)}") from None
         if response.status == 410:
             message = _status_message(response)
             self._close()
             raise Gone(message or "410 Gone")
-        if response.status != 200:
+        if response.status not in (200, 201):
             message = _status_message(response)
             self._close()
-            raise Unreachable(f"GET {target}: HTTP {response.status}: {message}")
+            raise Unreachable(f"{method} {target}: HTTP {response.status}: {message}")
         return response
 
     def _token(self) -> str | None:

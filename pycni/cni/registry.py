@@ -80,6 +80,7 @@ PLUGINS = (
     Entry("ipip",       "pycni.plugins.ipip",           "ipip",       reconciler=True),
     Entry("portmap",    "pycni.plugins.portmap",        "portmap"),
     Entry("bandwidth",  "pycni.plugins.bandwidth",      "bandwidth"),
+    Entry("netpol",     "pycni.plugins.netpol",         "netpol"),
 )
 # fmt: on
 

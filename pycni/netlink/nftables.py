@@ -60,7 +60,13 @@ NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNETLINK_V0 = 0
 NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN = 3, 4
+NFT_MSG_NEWRULE, NFT_MSG_GETRULE = 6, 7
+NFT_MSG_NEWSET, NFT_MSG_GETSET = 9, 10
 NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM = 12, 13
+NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_HANDLE, NFTA_RULE_USERDATA = 1, 2, 3, 7
+NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_FLAGS, NFTA_SET_KEY_TYPE = 1, 2, 3, 4
+NFTA_SET_KEY_LEN, NFTA_SET_DATA_TYPE = 5, 6
+NFT_SET_ANONYMOUS = 0x1
 NFTA_CHAIN_TABLE, NFTA_CHAIN_HANDLE, NFTA_CHAIN_NAME, NFTA_CHAIN_USERDATA = 1, 2, 3, 12
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 NFTA_LIST_ELEM = 1
@@ -371,6 +377,41 @@ class Owner(Record):
         return cls(network, container_id, ifname)
 
 
+class RuleNote(Record):
+    """A rule as far as pycni reads rules back: its chain, handle and comment ("" if none)."""
+
+    __slots__ = ("chain", "comment", "handle")
+    chain: str
+    handle: int
+    comment: str
+
+    def __init__(self, chain: str, handle: int, comment: str) -> None:
+        self._init(chain=chain, handle=handle, comment=comment)
+
+
+class SetInfo(Record):
+    """A named set or map as the kernel declares it: its key type and length as numbers (see
+    SetSpec.key_type, key_len), whether it has data (a map)."""
+
+    __slots__ = ("flags", "is_map", "key_len", "key_type", "name")
+    name: str
+    key_type: int
+    key_len: int
+    flags: int
+    is_map: bool
+
+    def __init__(self, name: str, key_type: int, key_len: int, flags: int, is_map: bool) -> None:
+        self._init(name=name, key_type=key_type, key_len=key_len, flags=flags, is_map=is_map)
+
+    def declared_as(self, spec: SetSpec) -> bool:
+        """Whether the kernel's set has the key `spec` declares (and is a map iff it is)."""
+        return (
+            self.key_type == spec.key_type
+            and self.key_len == spec.key_len
+            and self.is_map == (spec.data is not None)
+        )
+
+
 def fingerprint(text: str) -> str:
     """16 hex digits of SHA-256: what a chain's comment holds to say which rules it has."""
     import _sha256
@@ -411,6 +452,10 @@ class Script:
     def add_table(self) -> Script:
         return self._add(f"add table {self.table}")
 
+    def delete_table(self) -> Script:
+        """Fails the transaction if the table does not exist: add it first when it may not."""
+        return self._add(f"delete table {self.table}")
+
     def add_chain(self, name: str, *, hook: str = "", comment: str | None = None) -> Script:
         """A regular chain, or with `hook` ("type nat hook postrouting priority srcnat") a base
         chain with policy accept. Adding a chain that exists changes nothing."""
@@ -439,6 +484,10 @@ class Script:
         if "\n" in rule or ";" in rule:
             raise ValueError(f"a rule is one statement, not {rule!r}")
         return self._add(f"add rule {self.table} {_name(chain)} {rule}")
+
+    def delete_set(self, name: str) -> Script:
+        """Fails the transaction if the set does not exist or a rule still uses it."""
+        return self._add(f"delete set {self.table} {_name(name)}")
 
     def add_set(self, spec: SetSpec) -> Script:
         """The set or map, if it is not there (one that is, with another type, fails)."""
@@ -476,11 +525,13 @@ def nft_path() -> str | None:
     return next((p for p in NFT_CANDIDATES if os.access(p, os.X_OK)), None)
 
 
-def run(script: Script, doing: str, *, remedy: str = "") -> None:
+def run(script: Script, doing: str, *, remedy: str = "", check: bool = False) -> None:
     """Apply `script` in one transaction; a refusal raises CniError (KERNEL) "failed to
     <doing>: nft: <nft's message>" with the script as details. `remedy` is the details when
-    nft is not installed at all."""
-    status, message = _nft(["-f", "-"], str(script).encode(), doing, remedy)
+    nft is not installed at all. With `check`, the kernel validates the transaction and
+    applies nothing (`nft -c`): whether it would be refused, and why."""
+    args = ["-c", "-f", "-"] if check else ["-f", "-"]
+    status, message = _nft(args, str(script).encode(), doing, remedy)
     if status != 0:
         raise _refused(doing, message, script)
 
@@ -583,6 +634,22 @@ class Ruleset:
         found = self._dump(NFT_MSG_GETCHAIN, body, what, _chain)
         return [c for c in found or () if c.table == table.name]
 
+    def rules(self, table: Table, chain: str | None = None) -> list[RuleNote]:
+        """Every rule of the table, or of one of its chains (the kernel filters the dump):
+        chain, handle, comment (expressions are not decoded)."""
+        attrs = [(NFTA_RULE_TABLE, _nul(table.name))]
+        if chain is not None:
+            attrs.append((NFTA_RULE_CHAIN, _nul(chain)))
+        body = _nfgenmsg(table) + _attrs(*attrs)
+        found = self._dump(NFT_MSG_GETRULE, body, f"list the rules of table {table}", _rule)
+        return [r for r in found or () if r is not None]
+
+    def sets(self, table: Table) -> list[SetInfo]:
+        """The named sets and maps of the table (anonymous ones, which rules own, left out)."""
+        body = _nfgenmsg(table) + _attrs((NFTA_SET_TABLE, _nul(table.name)))
+        found = self._dump(NFT_MSG_GETSET, body, f"list the sets of table {table}", _set_info)
+        return [s for s in found or () if s is not None]
+
     def elements(self, table: Table, spec: SetSpec) -> list[Element] | None:
         """The elements of the set or map `spec` names, decoded by its declared types, or None
         when there is no such set (or table). ValueError when the kernel's keys do not have
@@ -684,6 +751,42 @@ def _chain(payload: memoryview) -> Chain | None:
         elif kind == NFTA_CHAIN_USERDATA:
             comment = udata_comment(bytes(value)) or ""
     return Chain(table, name, handle, comment) if name else None
+
+
+def _rule(payload: memoryview) -> RuleNote | None:
+    """A NFT_MSG_NEWRULE answer: chain, handle, comment."""
+    from pycni.netlink.wire import iter_attrs
+
+    chain, handle, comment = "", 0, ""
+    for kind, value in iter_attrs(payload[4:]):
+        if kind == NFTA_RULE_CHAIN:
+            chain = _string(value)
+        elif kind == NFTA_RULE_HANDLE:
+            handle = int.from_bytes(value, "big")
+        elif kind == NFTA_RULE_USERDATA:
+            comment = udata_comment(bytes(value)) or ""
+    return RuleNote(chain, handle, comment) if chain else None
+
+
+def _set_info(payload: memoryview) -> SetInfo | None:
+    """A NFT_MSG_NEWSET answer; None for an anonymous set."""
+    from pycni.netlink.wire import iter_attrs
+
+    name, flags, key_type, key_len, is_map = "", 0, 0, 0, False
+    for kind, value in iter_attrs(payload[4:]):
+        if kind == NFTA_SET_NAME:
+            name = _string(value)
+        elif kind == NFTA_SET_FLAGS:
+            flags = int.from_bytes(value, "big")
+        elif kind == NFTA_SET_KEY_TYPE:
+            key_type = int.from_bytes(value, "big")
+        elif kind == NFTA_SET_KEY_LEN:
+            key_len = int.from_bytes(value, "big")
+        elif kind == NFTA_SET_DATA_TYPE:
+            is_map = True
+    if not name or flags & NFT_SET_ANONYMOUS:
+        return None
+    return SetInfo(name, key_type, key_len, flags, is_map)
 
 
 def udata_comment(udata: bytes) -> str | None:

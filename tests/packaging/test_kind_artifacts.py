@@ -155,10 +155,19 @@ def test_strict_validation_catches_a_misspelled_field() -> None:
     assert problems and all("hostNetwrok" in p for p in problems), problems
 
 
-def test_rbac_is_read_only_on_nodes() -> None:
+def test_rbac_reads_and_creates_only_events() -> None:
+    """Nodes for the overlay; NetworkPolicies, Pods and Namespaces read for policy; Events
+    created (a policy that cannot be enforced); nothing else."""
     role = manifest()[1]
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": ["networking.k8s.io"],
+            "resources": ["networkpolicies"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
 
 
@@ -179,6 +188,7 @@ def test_daemonset_installs_the_bundle_and_runs_the_agent() -> None:
         "cni-bin": "/opt/cni/bin",
         "cni-conf": "/etc/cni/net.d",
         "pycni-state": "/etc/cni/pycni",
+        "pycni-run": "/run/pycni",
     }
     assert "--once" in install_conf["args"]
     (agent,) = pod["containers"]
@@ -186,10 +196,14 @@ def test_daemonset_installs_the_bundle_and_runs_the_agent() -> None:
         template = next(a for a in container["args"] if a.startswith("--template="))
         assert (KIND / Path(template.split("=", 1)[1]).name).exists()
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        assert mounts == {"/etc/cni/net.d": "cni-conf", "/etc/cni/pycni": "pycni-state"}
+        shared = {"/run/pycni": "pycni-run"} if container is agent else {}
+        assert mounts == {"/etc/cni/net.d": "cni-conf", "/etc/cni/pycni": "pycni-state", **shared}
         env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
         assert env == {"NODE_NAME": "spec.nodeName"}
     assert set(agent["securityContext"]["capabilities"]["add"]) == {"NET_ADMIN", "NET_RAW"}
+    # NetworkPolicy is on, and the plugin and the agent share the state directory
+    assert "--network-policy=true" in agent["args"]
+    assert "--policy-state-dir=/run/pycni/netpol" in agent["args"]
     # `kind load docker-image` images are used only if never pulled
     for container in (install_bundle, install_conf, agent):
         assert container["image"] == "pycni:dev"

@@ -88,6 +88,11 @@ if argv[:2] != ["--context", "kind-" + os.environ.get("FAKE_KIND_NAME", "kind")]
     sys.exit("error: context was not found")
 if argv[2:] == ["get", "nodes", "-o", "json"]:
     print((root / "nodes.json").read_text())
+elif argv[2:] == ["apply", "-f", "-"]:
+    with open(root / "applied.yaml", "a") as applied:
+        applied.write(sys.stdin.read())
+elif argv[2:4] == ["delete", "clusterrolebinding,clusterrole"]:
+    print("clusterrole.rbac.authorization.k8s.io pycni-node-netpol deleted")
 elif argv[2:4] == ["wait", "--for=condition=Ready"]:
     print("node/kind-control-plane condition met")
 else:
@@ -183,6 +188,8 @@ def test_installs_every_node_through_docker_and_kubectl(built: Path, tmp_path: P
         plugin = conf["plugins"][0]
         assert plugin["ipam"]["ranges"] == [[{"subnet": c} for c in cidrs]]
         assert plugin["localIP"] == ip
+        # NetworkPolicy is on by default: pycni-netpol is chained last
+        assert conf["plugins"][-1] == {"type": "pycni-netpol", "stateDir": "/run/pycni/netpol"}
         validate = subprocess.run(
             [
                 sys.executable,
@@ -205,7 +212,23 @@ def test_installs_every_node_through_docker_and_kubectl(built: Path, tmp_path: P
             f"ExecStart=/opt/pycni/agent/pycni-agent --node-name {name}"
             " --template /opt/pycni/conf/00-pycni-vxlan.conflist --conf-dir /etc/cni/net.d"
             " --kubeconfig /etc/kubernetes/kubelet.conf"
+            " --network-policy=true --policy-state-dir /run/pycni/netpol"
         ) in unit
+    # the nodes' own credentials may read what NetworkPolicy needs, and nothing more
+    import yaml
+
+    role, binding = yaml.safe_load_all((root / "applied.yaml").read_text())
+    assert role["kind"] == "ClusterRole" and binding["kind"] == "ClusterRoleBinding"
+    assert {v for rule in role["rules"] for v in rule["verbs"]} == {
+        "get",
+        "list",
+        "watch",
+        "create",
+    }
+    assert [r["resources"] for r in role["rules"] if "create" in r["verbs"]] == [["events"]]
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}
+    ]
     made = calls(env)
     assert made[0] == ["kubectl", "--context", "kind-kind", "get", "nodes", "-o", "json"]
     assert made[-1][:4] == ["kubectl", "--context", "kind-kind", "wait"]
@@ -270,3 +293,19 @@ def test_no_engine_no_kubectl(tmp_path: Path, built: Path) -> None:
     done = run_script(env)
     assert done.returncode != 0
     assert "neither docker nor podman is installed" in done.stderr
+
+
+def test_network_policy_false_leaves_it_out(built: Path, tmp_path: Path) -> None:
+    env = fake_kind(tmp_path, "docker", NODES[:1])
+    done = run_script(env, "--network-policy=false", "--no-wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    node = Path(env["FAKE_KIND_ROOT"]) / NODES[0][0]
+    conf = json.loads((node / "etc/cni/net.d/00-pycni-vxlan.conflist").read_text())
+    assert [p["type"] for p in conf["plugins"]] == ["pycni-vxlan", "pycni-portmap"]
+    unit = (node / "etc/systemd/system/pycni-agent.service").read_text()
+    assert "--network-policy=false" in unit
+    deleted = ["kubectl", "--context", "kind-kind", "delete", "clusterrolebinding,clusterrole",
+               "pycni-node-netpol", "--ignore-not-found"]  # fmt: skip
+    assert deleted in calls(env)
+    bad = run_script(env, "--network-policy", "maybe")
+    assert bad.returncode != 0 and "expected true or false" in bad.stderr

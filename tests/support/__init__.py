@@ -21,6 +21,7 @@ fixtures (`pytest_plugins`). One module per concern:
     capture       packets captured on a link (tcpdump), for proofs of encapsulation; whether
                   the kernel makes IPIP devices at all (kernel_has_ipip)
     kube_replay   a stand-in Kubernetes API server for the node agent
+    netpol        the NetworkPolicy lab: an emulated cluster, agents, pods that probe each other
     cri           containerd's CRI as the kubelet drives it: a containerd of the test's own in
                   a node namespace, a pause image built here, a small CRI client
     hostile       hostile stdin and CNI_* for any plugin, and the outcome the spec allows

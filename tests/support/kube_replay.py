@@ -1,4 +1,6 @@
-"""A stand-in Kubernetes API server for the node agent's tests: Nodes only, over HTTPS.
+"""A stand-in Kubernetes API server for the node agent's tests, over HTTPS: Nodes; and, for
+NetworkPolicy, Pods, Namespaces, NetworkPolicies (list and watch, cluster-wide) and Events
+(created by POST to /api/v1/namespaces/NS/events).
 
 It answers what the agent asks, shaped as kube-apiserver answers it: the Node object as a kind
 v1.31 node's (fields as in the API reference and kind's node image: providerID kind://docker/...,
@@ -251,6 +253,28 @@ class _Event:
     resource_version: int
     type: str
     obj: dict[str, Any]
+    resource: str = "nodes"
+
+
+# collection path -> (resource, kind, apiVersion, namespaced)
+COLLECTIONS = {
+    "/api/v1/nodes": ("nodes", "Node", "v1", False),
+    "/api/v1/pods": ("pods", "Pod", "v1", True),
+    "/api/v1/namespaces": ("namespaces", "Namespace", "v1", False),
+    "/apis/networking.k8s.io/v1/networkpolicies": (
+        "networkpolicies",
+        "NetworkPolicy",
+        "networking.k8s.io/v1",
+        True,
+    ),
+}
+KINDS = {resource: (kind, version) for resource, kind, version, _ in COLLECTIONS.values()}
+
+
+def object_key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace")
+    return f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
 
 
 class FakeApiServer:
@@ -270,7 +294,9 @@ class FakeApiServer:
         self.host = host
         self.make_socket = make_socket
         self.bookmark_interval = bookmark_interval
-        self.nodes: dict[str, dict[str, Any]] = {}
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {r: {} for r in KINDS}
+        self.nodes = self.objects["nodes"]
+        self.events: list[dict[str, Any]] = []  # Events POSTed, in order
         self.history: list[_Event] = []
         self.version = 1000
         self.compacted = 0  # watches from an RV below this get 410
@@ -300,6 +326,46 @@ class FakeApiServer:
             obj["metadata"]["resourceVersion"] = str(self.version)
             self.history.append(_Event(self.version, "DELETED", obj))
             self.changed.notify_all()
+
+    # --- any resource ------------------------------------------------------------------
+
+    def put(self, resource: str, obj: dict[str, Any]) -> int:
+        """Create or replace an object (a deep copy is kept); the new resourceVersion."""
+        with self.changed:
+            self.version += 1
+            kind, api_version = KINDS[resource]
+            obj = copy.deepcopy(obj)
+            obj.setdefault("kind", kind)
+            obj.setdefault("apiVersion", api_version)
+            meta = obj.setdefault("metadata", {})
+            key = object_key(obj)
+            old = self.objects[resource].get(key)
+            meta.setdefault(
+                "uid",
+                (old or {}).get("metadata", {}).get("uid")
+                or f"0000{self.version:08d}-0000-4000-8000-{abs(hash(key)) % 10**12:012d}",
+            )
+            meta["resourceVersion"] = str(self.version)
+            self.objects[resource][key] = obj
+            event = "MODIFIED" if old is not None else "ADDED"
+            self.history.append(_Event(self.version, event, copy.deepcopy(obj), resource))
+            self.changed.notify_all()
+            return self.version
+
+    def delete(self, resource: str, key: str) -> int:
+        """Delete an object by "namespace/name" (or "name"); the new resourceVersion."""
+        with self.changed:
+            self.version += 1
+            obj = self.objects[resource].pop(key)
+            obj["metadata"]["resourceVersion"] = str(self.version)
+            self.history.append(_Event(self.version, "DELETED", obj, resource))
+            self.changed.notify_all()
+            return self.version
+
+    def get(self, resource: str, key: str) -> dict[str, Any] | None:
+        with self.changed:
+            found = self.objects[resource].get(key)
+            return copy.deepcopy(found) if found is not None else None
 
     def expire_watches(self) -> None:
         """Compact the history: open watches end with ERROR 410, old RVs get HTTP 410."""
@@ -378,15 +444,41 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             if not self._authenticated():
                 self._send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
                 return
-            if url.path != "/api/v1/nodes":
+            if url.path not in COLLECTIONS:
                 self._send_json(
                     404, status_object(404, "NotFound", "the server could not find the resource")
                 )
                 return
+            resource = COLLECTIONS[url.path][0]
             if query.get("watch") in ("1", "true"):
-                self._watch(query)
+                self._watch(query, resource)
             else:
-                self._list()
+                self._list(resource)
+
+        def do_POST(self) -> None:
+            url = urlsplit(self.path)
+            parts = url.path.strip("/").split("/")
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            if not self._authenticated():
+                self._send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
+                return
+            if len(parts) != 5 or parts[:3] != ["api", "v1", "namespaces"] or parts[4] != "events":
+                self._send_json(405, status_object(405, "MethodNotAllowed", "not here"))
+                return
+            try:
+                event = json.loads(body)
+            except ValueError:
+                self._send_json(400, status_object(400, "BadRequest", "not JSON"))
+                return
+            with api.changed:
+                api.version += 1
+                meta = event.setdefault("metadata", {})
+                meta["name"] = meta.get("name") or f"{meta.get('generateName', 'e.')}{api.version}"
+                meta["namespace"] = parts[3]
+                meta["resourceVersion"] = str(api.version)
+                api.events.append(event)
+            self._send_json(201, event)
 
         def _authenticated(self) -> bool:
             if self.headers.get("Authorization") == f"Bearer {TOKEN}":
@@ -394,23 +486,26 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             cert = self.connection.getpeercert()
             return bool(cert)
 
-        def _list(self) -> None:
+        def _list(self, resource: str) -> None:
+            kind, api_version = KINDS[resource]
             with api.changed:
-                api.requests.append("LIST")
+                api.requests.append("LIST" if resource == "nodes" else f"LIST {resource}")
                 body = {
-                    "kind": "NodeList",
-                    "apiVersion": "v1",
+                    "kind": f"{kind}List",
+                    "apiVersion": api_version,
                     "metadata": {"resourceVersion": str(api.version)},
-                    "items": [copy.deepcopy(n) for n in api.nodes.values()],
+                    "items": [copy.deepcopy(n) for n in api.objects[resource].values()],
                 }
             self._send_json(200, body)
 
-        def _watch(self, query: dict[str, str]) -> None:
+        def _watch(self, query: dict[str, str], resource: str) -> None:
             since = int(query.get("resourceVersion") or 0)
             deadline = time.monotonic() + float(query.get("timeoutSeconds") or 1800)
             bookmarks = query.get("allowWatchBookmarks") == "true"
             with api.changed:
-                api.requests.append(f"WATCH {since}")
+                api.requests.append(
+                    f"WATCH {since}" if resource == "nodes" else f"WATCH {resource} {since}"
+                )
                 generation = api.generation
                 if since < api.compacted:
                     message = f"too old resource version: {since} ({api.compacted})"
@@ -437,10 +532,18 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                                 error = status_object(410, "Expired", message)
                                 self._chunk({"type": "ERROR", "object": error})
                             break
-                        events = [e for e in api.history if e.resource_version > sent]
+                        events = [
+                            e
+                            for e in api.history
+                            if e.resource_version > sent and e.resource == resource
+                        ]
                         if not events:
                             api.changed.wait(0.2)
-                            events = [e for e in api.history if e.resource_version > sent]
+                            events = [
+                                e
+                                for e in api.history
+                                if e.resource_version > sent and e.resource == resource
+                            ]
                         current = api.version
                     for event in events:
                         self._chunk({"type": event.type, "object": event.obj})
@@ -452,8 +555,8 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                             {
                                 "type": "BOOKMARK",
                                 "object": {
-                                    "kind": "Node",
-                                    "apiVersion": "v1",
+                                    "kind": KINDS[resource][0],
+                                    "apiVersion": KINDS[resource][1],
                                     "metadata": {"resourceVersion": str(sent)},
                                 },
                             }
