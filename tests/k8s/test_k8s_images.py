@@ -188,6 +188,7 @@ IMPORT_AND_RUN = textwrap.dedent(
         for i in $(seq 1 2); do echo "loop $i"; done
         curl --version | head -n 1
         nc -h 2>&1 | head -n 1
+        nslookup -version 2>&1 | head -n 1
         echo hostName | nc -w 1 -u 127.0.0.1 9 && echo "nc -u ok"
         curl -g -q -s --connect-timeout 1 http://127.0.0.1:1/ || echo "curl exit $?"
     '
@@ -234,5 +235,6 @@ def test_ctr_imports_both_images_and_the_agnhost_image_runs_the_e2e_tools(tmp_pa
     assert "loop 1\nloop 2" in output
     assert "curl 7." in output
     assert "OpenBSD netcat" in output
+    assert "nslookup 9." in output
     assert "nc -u ok" in output
     assert "curl exit 7" in output  # connection refused: curl ran and reached the network stack

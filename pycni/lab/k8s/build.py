@@ -66,6 +66,7 @@ APT_PACKAGES = (
     "dash",
     "curl",
     "netcat-openbsd",
+    "bind9-dnsutils",
     # the node runtime (used by the cluster, installed here so one `build` prepares the machine)
     "etcd-server",
     "containerd",
@@ -302,6 +303,8 @@ def _fetch_source(log: _Log) -> Path:
     log.say(f"unpacking {dsc.name}")
     log.run(["dpkg-source", "--no-check", "-x", str(dsc), str(tree)], cwd=download)
     shutil.rmtree(download, ignore_errors=True)
+    for leftover in tree.parent.glob("kubernetes_*"):  # dpkg-source's copy of the orig tarball
+        leftover.unlink()
     _swap_reflect2(log, tree)
     (tree / ".pycni-unpacked").write_text(VERSION + "\n")
     return tree
