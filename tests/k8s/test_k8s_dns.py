@@ -240,3 +240,30 @@ def test_dig_and_nslookup_resolve_through_the_server_in_a_namespace_of_our_own()
     assert out["nslookup"][0] == 0, out["nslookup"]
     assert "Address: 10.244.1.5" in out["nslookup"][1]
     assert "Address: 10.244.2.7" in out["nslookup"][1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace (unshare --net)")
+def test_start_returns_once_the_server_listens_and_sigterm_stops_it(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    log = tmp_path / "dns.log"
+    process = dns.start(
+        kubeconfig=kubeconfig, listen="127.0.0.1", log_path=log, prefix=["unshare", "--net"]
+    )
+    try:
+        assert process.poll() is None
+        assert dns.READY_LINE in log.read_text()
+    finally:
+        process.terminate()
+        assert process.wait(20) == 0

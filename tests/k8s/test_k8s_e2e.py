@@ -107,3 +107,31 @@ def test_e2e_command_carries_the_lane_flags(tmp_path: Path) -> None:
     assert f"--report-dir={tmp_path / 'e2e'}" in argv
     assert "--ginkgo.focus=Granular" in argv
     assert not any(arg.startswith("--ginkgo.skip") for arg in argv)
+
+
+def test_without_cluster_dns_the_specs_that_need_it_are_skipped_with_the_reason() -> None:
+    with_dns = e2e.active_skips(e2e.DEFAULT_FOCUS, cluster_dns=True)
+    without = e2e.active_skips(e2e.DEFAULT_FOCUS, cluster_dns=False)
+    assert e2e.NO_DNS_SKIP not in with_dns and e2e.NO_DNS_SKIP in without
+    import re
+
+    pattern = re.compile(e2e.NO_DNS_SKIP.pattern)
+    for name in (
+        "[sig-network] Services should have session affinity work for service with type "
+        "clusterIP [LinuxOnly] [Conformance]",
+        "[sig-network] Services should have session affinity timeout work for NodePort service "
+        "[LinuxOnly] [Conformance]",
+        "[sig-network] Services should have session affinity timeout work for service with type "
+        "clusterIP [LinuxOnly] [Conformance]",
+        "[sig-network] Services should be able to switch session affinity for NodePort service "
+        "[LinuxOnly] [Conformance]",
+        "[sig-network] Services should allow pods to hairpin back to themselves through services",
+        "[sig-network] Services should be able to create a functioning NodePort service "
+        "[Conformance]",
+        "[sig-network] Services should be able to change the type from ExternalName to "
+        "ClusterIP [Conformance]",
+    ):
+        assert pattern.search(name), name
+    assert not pattern.search(
+        "[sig-network] Services should serve a basic endpoint from pods  [Conformance]"
+    )

@@ -34,8 +34,10 @@ import signal
 import socket
 import socketserver
 import struct
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -470,6 +472,54 @@ def service_manifests(node_ip: str, cluster_ip: str = CLUSTER_DNS_IP) -> list[di
     return [service, endpoints]
 
 
+READY_LINE = "cluster DNS for"
+
+
+def command(kubeconfig: Path, listen: str, *, python: str = sys.executable) -> list[str]:
+    """The server's command line (to run inside the control-plane node's namespaces)."""
+    return [python, "-m", "pycni.lab.k8s.dns", "--kubeconfig", str(kubeconfig), "--listen", listen]
+
+
+def start(
+    *,
+    kubeconfig: Path,
+    listen: str,
+    log_path: Path,
+    prefix: Sequence[str] = (),
+    timeout: float = 30.0,
+) -> subprocess.Popen[bytes]:
+    """Start the server as `prefix + command(...)` (prefix: e.g. nsenter into the node), its
+    output appended to `log_path`; return once it listens. The caller records the PID and
+    stops it (SIGTERM) in `down`. Raises RuntimeError with the log's tail if it does not come up.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start_offset = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as stream:
+        process = subprocess.Popen(
+            [*prefix, *command(kubeconfig, listen)],
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parents[3],  # the checkout: `-m pycni...` imports
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_path.read_bytes()[start_offset:].decode(errors="replace")
+        if READY_LINE in text:
+            return process
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    if process.poll() is None:
+        process.terminate()
+        process.wait(10)
+    tail = log_path.read_bytes()[start_offset:].decode(errors="replace")[-2000:]
+    raise RuntimeError(
+        f"the cluster DNS did not come up on {listen}:53 (exit {process.returncode}):\n{tail}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from pycni.agent import kube
     from pycni.agent.reflector import Reflector
@@ -508,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for reflector in reflectors:
         reflector.start()
     server.start()
-    log.info("cluster DNS for %s on %s:%d (UDP, TCP)", args.domain, args.listen, server.port)
+    log.info("%s %s on %s:%d (UDP, TCP)", READY_LINE, args.domain, args.listen, server.port)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()

@@ -30,6 +30,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_FOCUS = r"\[sig-network\]"
 REPORT_DIR = Path("build/k8s/e2e")
@@ -72,8 +73,19 @@ DEFAULT_SKIPS: tuple[DefaultSkip, ...] = (
     ),
     DefaultSkip(
         r"\[sig-network\] DNS|\[Feature:.*DNS",
-        "needs cluster DNS: there is no CoreDNS in the Kubernetes tree and no registry to pull it",
+        "the DNS specs' querier pods run image jessie-dnsutils (test/e2e/network/dns_common.go), "
+        "which the lane does not build",
         "DNS",
+    ),
+    DefaultSkip(
+        r"\[Feature:Networking-IPv[46]\]",
+        "needs Internet access from pods; the lane has none by design",
+        "Networking-IPv",
+    ),
+    DefaultSkip(
+        r"should set TCP CLOSE_WAIT timeout|should resolve connection reset issue #74839",
+        "runs image debian-iptables / regression-issue-74839, which the lane does not build",
+        "CLOSE_WAIT",
     ),
     DefaultSkip(
         r"\[sig-network\] (Networking IPerf|Network Performance)|iperf",
@@ -105,10 +117,28 @@ class Row:
     detail: str
 
 
-def active_skips(focus: str, use_defaults: bool = True) -> list[DefaultSkip]:
+# Added when the cluster has no DNS (no Service kube-system/kube-dns): these specs reach a
+# Service by name first (e2eservice.TestJig.CheckServiceReachability, `nc SERVICE PORT`).
+NO_DNS_SKIP = DefaultSkip(
+    r"session affinity (timeout )?work for (service with type|NodePort)|"
+    r"should be able to switch session affinity for (service with type|NodePort)|"
+    r"hairpin back to themselves through services|"
+    r"create a functioning NodePort service|update service type to NodePort listening on same "
+    r"port number but different protocols|change the type from (ExternalName|ClusterIP|NodePort)"
+    r" to",
+    "reaches the Service by its DNS name (CheckServiceReachability) and this cluster has no "
+    "Service kube-system/kube-dns",
+    "ServiceName",
+)
+
+
+def active_skips(
+    focus: str, use_defaults: bool = True, cluster_dns: bool = True
+) -> list[DefaultSkip]:
     if not use_defaults:
         return []
-    return [skip for skip in DEFAULT_SKIPS if skip.lifted_by.lower() not in focus.lower()]
+    candidates = [*DEFAULT_SKIPS, *(() if cluster_dns else (NO_DNS_SKIP,))]
+    return [skip for skip in candidates if skip.lifted_by.lower() not in focus.lower()]
 
 
 def combined_skip(skips: Sequence[DefaultSkip], user_skip: str | None) -> str:
@@ -315,7 +345,12 @@ def main(argv: Sequence[str]) -> int:
     if not kubeconfig.is_file():
         print(f"k8s e2e: no {kubeconfig}: run `packaging/k8s.sh up` first", file=sys.stderr)
         return 2
-    skips = active_skips(args.focus, use_defaults=not args.no_default_skips)
+    cluster_dns = has_cluster_dns(cluster, build.binary("kubectl"), kubeconfig)
+    if not cluster_dns:
+        print("==> k8s e2e: no Service kube-system/kube-dns: specs that need DNS are skipped")
+    skips = active_skips(
+        args.focus, use_defaults=not args.no_default_skips, cluster_dns=cluster_dns
+    )
     skip = combined_skip(skips, args.skip)
     report_dir = REPORT_DIR.resolve()
     shutil.rmtree(report_dir, ignore_errors=True)
@@ -359,6 +394,16 @@ def main(argv: Sequence[str]) -> int:
             print("k8s e2e: no spec ran (the focus matched nothing runnable)", file=sys.stderr)
         return 1
     return 0 if returncode == 0 else 1
+
+
+def has_cluster_dns(cluster: Any, kubectl: Path, kubeconfig: Path) -> bool:
+    """Whether the cluster has the Service kube-system/kube-dns (the lane's dns.py or any)."""
+    argv = [str(kubectl), f"--kubeconfig={kubeconfig}", "-n", "kube-system"]
+    argv += ["get", "service", "kube-dns", "-o", "name"]
+    result = subprocess.run(
+        cluster.underlay_command(argv), capture_output=True, text=True, timeout=60, check=False
+    )
+    return result.returncode == 0 and "kube-dns" in result.stdout
 
 
 def _run_logged(argv: list[str], log: Path, timeout: float) -> int:
