@@ -101,3 +101,14 @@ def test_go_env_is_gopath_mode_static_and_offline(cache: Path) -> None:
     assert env["CGO_ENABLED"] == "0"
     assert env["GOPROXY"] == "off"
     assert env["GOPATH"] == str(cache.parent / "work" / build.VERSION / "gopath")
+
+
+def test_go_targets_build_every_binary_into_staging(tmp_path: Path) -> None:
+    targets = build.go_targets(tmp_path)
+    assert [name for name, _ in targets] == list(build.BINARIES)
+    for name, argv in targets:
+        assert argv[argv.index("-o") + 1] == str(tmp_path / name)
+    e2e_argv = dict(targets)["e2e.test"]
+    assert e2e_argv[:3] == ["go", "test", "-c"] and e2e_argv[-1] == "./test/e2e"
+    assert build.go_targets_hash(targets) == build.go_targets_hash(build.go_targets(tmp_path))
+    assert build.go_targets_hash(targets) != build.go_targets_hash(targets[:-1])

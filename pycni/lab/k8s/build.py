@@ -366,6 +366,32 @@ def ldflags() -> str:
     return " ".join(flags)
 
 
+def go_targets(staging: Path) -> list[tuple[str, list[str]]]:
+    """(binary name, go command) for each binary, built into `staging`."""
+    flags = ldflags()
+    targets = [
+        (name, ["go", "build", "-ldflags", flags, "-o", str(staging / name), f"./cmd/{name}"])
+        for name in COMMANDS
+    ]
+    e2e_out = str(staging / "e2e.test")
+    targets.append(
+        ("e2e.test", ["go", "test", "-c", "-ldflags", flags, "-o", e2e_out, "./test/e2e"])
+    )
+    agnhost_out = str(staging / "agnhost")
+    targets.append(
+        (
+            "agnhost",
+            ["go", "build", "-ldflags", "-s -w", "-o", agnhost_out, "./test/images/agnhost"],
+        )
+    )
+    return targets
+
+
+def go_targets_hash(targets: list[tuple[str, list[str]]]) -> str:
+    """What the Go binaries depend on besides the tree: stamped next to them once built."""
+    return hashlib.sha256(json.dumps([go_version(), RECIPE_REVISION, targets]).encode()).hexdigest()
+
+
 def _build(log: _Log, expected_hash: str) -> None:
     tree = _fetch_source(log)
     env = go_env()
@@ -376,35 +402,9 @@ def _build(log: _Log, expected_hash: str) -> None:
         marker.write_text("ok\n")
     staging = work_dir() / "bin"
     staging.mkdir(parents=True, exist_ok=True)
-    flags = ldflags()
-    targets: list[tuple[str, list[str]]] = [
-        (name, ["go", "build", "-ldflags", flags, "-o", str(staging / name), f"./cmd/{name}"])
-        for name in COMMANDS
-    ]
-    targets.append(
-        (
-            "e2e.test",
-            ["go", "test", "-c", "-ldflags", flags, "-o", str(staging / "e2e.test"), "./test/e2e"],
-        )
-    )
-    targets.append(
-        (
-            "agnhost",
-            [
-                "go",
-                "build",
-                "-ldflags",
-                "-s -w",
-                "-o",
-                str(staging / "agnhost"),
-                "./test/images/agnhost",
-            ],
-        )
-    )
+    targets = go_targets(staging)
     stamp = staging / ".inputs"
-    binaries_hash = hashlib.sha256(
-        json.dumps([go_version(), RECIPE_REVISION, targets]).encode()
-    ).hexdigest()
+    binaries_hash = go_targets_hash(targets)
     if stamp.is_file() and stamp.read_text().strip() == binaries_hash:
         log.say(f"binaries in {staging} are up to date")
     else:
