@@ -9,7 +9,8 @@ time (with the message it gave), or by the user's --skip. Specs outside the focu
 not listed. Exit status 1 when any spec failed, when e2e.test failed without a report, or when
 nothing ran at all (a focus that matches nothing is a mistake, not a pass).
 
-The default focus is `[sig-network]`. The default skips name what this lane does not have; a
+The default focus is `[sig-network]` and the HostPort specs (`[sig-scheduling]
+SchedulerPredicates ... hostPort`). The default skips name what this lane does not have; a
 default skip is lifted when the user's --focus names its keyword (`--focus NetworkPolicy` runs the
 NetworkPolicy specs), or with --no-default-skips.
 """
@@ -32,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_FOCUS = r"\[sig-network\]"
+# the network specs, and the two HostPort Conformance specs (they live under sig-scheduling)
+DEFAULT_FOCUS = r"\[sig-network\]|SchedulerPredicates .*hostPort"
 REPORT_DIR = Path("build/k8s/e2e")
 
 
