@@ -331,6 +331,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=3 * 3600, help="seconds before e2e.test is stopped"
     )
+    parser.add_argument(
+        "--kubeconfig", type=Path, default=None, help="default: the lane's build/k8s/kubeconfig"
+    )
     return parser.parse_args(list(argv))
 
 
@@ -343,7 +346,7 @@ def main(argv: Sequence[str]) -> int:
     except ImportError as error:
         print(f"k8s e2e: the cluster module is not available ({error})", file=sys.stderr)
         return 2
-    kubeconfig = Path(cluster.KUBECONFIG).resolve()
+    kubeconfig = (args.kubeconfig or Path(cluster.KUBECONFIG)).resolve()
     if not kubeconfig.is_file():
         print(f"k8s e2e: no {kubeconfig}: run `packaging/k8s.sh up` first", file=sys.stderr)
         return 2
