@@ -600,6 +600,7 @@ def _start_node_components(state: State, node: Node, datapath: str) -> None:
         "--conntrack-max-per-core=0",
         "--conntrack-tcp-timeout-established=0s",
         "--conntrack-tcp-timeout-close-wait=0s",
+        f"--bind-address={node.ip}",
         "--metrics-bind-address=127.0.0.1:10249",
         "--healthz-bind-address=127.0.0.1:10256",
         "--profiling=false",
