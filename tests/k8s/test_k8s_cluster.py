@@ -278,3 +278,14 @@ def test_down_after_kill_9_of_up_leaves_nothing() -> None:
     assert leftovers() == []
     assert node_mod.wait_gone(alive, 1) == []
     assert cluster.down() == []  # twice: nothing to do
+
+
+def test_pods_reach_a_service_by_its_dns_name(echo_pods: list[Pod]) -> None:
+    """The lane's cluster DNS (pycni.lab.k8s.dns) behind kube-system/kube-dns, 10.96.0.10."""
+    dns = cluster.kubectl(["-n", "kube-system", "get", "service", "kube-dns", "-o",
+                           "jsonpath={.spec.clusterIP}"], check=False)  # fmt: skip
+    assert dns.stdout.strip() == cluster.CLUSTER_DNS, dns.stderr
+    everyone = {pod.name for pod in echo_pods}
+    url = "http://echo.default.svc.cluster.local/hostname"
+    client = echo_pods[-1].name
+    assert _answers(functools.partial(_hostname_via, client, url), 40, everyone) == everyone

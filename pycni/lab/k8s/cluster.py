@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import json
 import os
 import shutil
@@ -548,6 +549,28 @@ def _start_control_plane(state: State, node: Node) -> None:
     ])  # fmt: skip
 
 
+def _start_cluster_dns(state: State, node: Node) -> None:
+    """The lane's stand-in for CoreDNS (pycni.lab.k8s.dns, helper k8sbuild's) on the control-
+    plane node, behind the Service kube-system/kube-dns at the kubelets' clusterDNS."""
+    try:
+        dns = importlib.import_module("pycni.lab.k8s.dns")
+    except ImportError as err:
+        say(f"no cluster DNS ({err}): Services are reached by IP only")
+        return
+    process = dns.start(
+        kubeconfig=KUBECONFIG,
+        listen=node.ip,
+        log_path=node_log(node.name, "dns"),
+        prefix=node_mod.enter_command(node.init.pid, []),
+    )
+    state.add("procs", Proc.of(f"{node.name}/dns/nsenter", process.pid).as_json())
+    for child in node_mod.children(process.pid):
+        state.add("procs", Proc.of(f"{node.name}/dns", child).as_json())
+    manifests = dns.service_manifests(node.ip)
+    kubectl(["apply", "-f", "-"], input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                    "items": manifests}))  # fmt: skip
+
+
 def _bin(name: str) -> str:
     from pycni.lab.k8s import build
 
@@ -677,6 +700,7 @@ def up(count: int = 3, datapath: str = "vxlan") -> None:
     say(f"images imported [{time.monotonic() - started:.0f} s]; control plane on {names[0]}")
     _start_control_plane(state, nodes[0])
     kubectl(["apply", "-f", "-"], input=NODE_NETPOL_RBAC)
+    _start_cluster_dns(state, nodes[0])
     for node in nodes:
         _start_node_components(state, node, datapath)
     say(f"kubelet, kube-proxy, pycni-agent started [{time.monotonic() - started:.0f} s]; "
