@@ -148,7 +148,7 @@ def leftovers() -> list[str]:
     if Path(f"/run/netns/{cluster.UNDERLAY_NETNS}").exists():
         found.append(f"netns {cluster.UNDERLAY_NETNS}")
     for hierarchy in cluster.CGROUP_ROOT.iterdir():
-        found += [str(path) for path in hierarchy.glob("pycni-k8s-*")]
+        found += [str(path) for path in hierarchy.glob(cluster.cgroup_root_name("*"))]
     found += [f"mount {m}" for m in cluster._mounts_under(cluster.STATE_DIR)]
     for name in ("nodes", "pki", "logs", "kubeconfig", "state.json"):
         if (cluster.STATE_DIR / name).exists():

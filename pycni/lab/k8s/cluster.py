@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import importlib
 import json
 import os
@@ -52,7 +53,10 @@ REPO = Path(__file__).resolve().parents[3]
 STATE_DIR = REPO / "build" / "k8s"
 STATE_FILE = STATE_DIR / "state.json"
 KUBECONFIG = STATE_DIR / "kubeconfig"
-UNDERLAY_NETNS = "pycni-k8s"
+# Names the lane gives things outside build/k8s carry a short id of the checkout, so that
+# clusters of two checkouts can run side by side and `down` recognises its own.
+LANE_ID = hashlib.sha256(str(STATE_DIR).encode()).hexdigest()[:6]
+UNDERLAY_NETNS = f"pycni-k8s-{LANE_ID}"
 UNDERLAY_BRIDGE = "br-pycni-k8s"
 UNDERLAY_GATEWAY = "172.18.0.1"
 UNDERLAY_PREFIX = 16
@@ -136,7 +140,7 @@ def api_server_url() -> str:
 
 def cgroup_root_name(name: str) -> str:
     """The node's kubelet --cgroup-root (one directory in every cgroup hierarchy)."""
-    return f"pycni-k8s-{name}"
+    return f"pycni-k8s-{LANE_ID}-{name}"
 
 
 def log_dir() -> Path:
@@ -242,8 +246,8 @@ def _check_prerequisites(datapath: str) -> None:
         raise ClusterError(f"{STATE_FILE} exists: a lane cluster is up; run packaging/k8s.sh down")
     if Path(f"/run/netns/{UNDERLAY_NETNS}").exists():
         raise ClusterError(
-            f"network namespace {UNDERLAY_NETNS} exists: a lane cluster from another checkout "
-            "is up (run packaging/k8s.sh down there)"
+            f"network namespace {UNDERLAY_NETNS} exists: left by a cluster of this checkout; "
+            "run packaging/k8s.sh down"
         )
 
 
@@ -769,13 +773,16 @@ def down() -> list[str]:
         proc.kill(signal.SIGKILL)
     still = node_mod.wait_gone(procs, 15)
     problems += [f"process {p.name} (pid {p.pid}) still alive" for p in still]
-    for netns in state.data.get("netns", []):
+    for netns in {*state.data.get("netns", []), UNDERLAY_NETNS}:
         if Path(f"/run/netns/{netns}").exists():
             done = subprocess.run(["ip", "netns", "delete", netns], capture_output=True,
                                   text=True, check=False)  # fmt: skip
             if done.returncode != 0:
                 problems.append(f"netns {netns}: {done.stderr.strip()}")
-    for cgroup in state.data.get("cgroups", []):
+    cgroups = set(state.data.get("cgroups", []))
+    for hierarchy in CGROUP_ROOT.iterdir():  # also those `up` made but could not record
+        cgroups.update(path.name for path in hierarchy.glob(cgroup_root_name("*")))
+    for cgroup in sorted(cgroups):
         problems += [f"cgroup {path} not removed" for path in _remove_cgroup(cgroup)]
     mounts = _mounts_under(STATE_DIR)
     for mount in sorted(mounts, key=len, reverse=True):
