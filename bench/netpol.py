@@ -5,7 +5,8 @@ cost the data plane, and the agent's memory. One suite of `python -m bench` (`ne
    the frozen agent with --network-policy, 1,000 pods (100 on this node) in 20 namespaces and
    200 policies, synthetic. A policy is changed in the API (its port 80 becomes 81 or back),
    and the clock stops when the kernel holds the new rules: the comment of the last rule of
-   the policy's chain, read over nfnetlink every 2 ms, changes. p50 and p99.
+   the chain of a pod it selects (the policy's rules are inlined there), read over nfnetlink
+   every 2 ms, changes. p50 and p99.
 2. One pod added or removed under those 200 policies: the programmer's transaction (statements
    and seconds) and the model's render, in one process inside a namespace; the same under 20
    policies, to show it does not grow with the ruleset.
@@ -184,13 +185,14 @@ for line in sys.stdin:
 
 def change_to_enforced(node: dict[str, Any], changes: int, policies: int) -> list[float]:
     """Seconds from the API change to the kernel holding it, per change."""
-    from pycni.agent.netpol.model import policy_chain
+    from pycni.datapath.policy_names import pod_chain
 
     api, ns = node["api"], node["ns"]
     namespaces = node["namespaces"]
-    # a policy that selects a pod on this node (pods 0..local-1: apps a0..a49 cycle)
+    # a policy that selects a pod on this node (pods 0..local-1: apps a0..a49 cycle): pol0
+    # selects app a0 in ns0, pod0 among them; its rules are inlined in pod0's ingress chain
     j = 0
-    chain = policy_chain(f"ns{j % namespaces}/pol{j}", "in")
+    chain = pod_chain("ns0", "pod0", "in")
     watcher = subprocess.Popen(
         ["ip", "netns", "exec", ns.name, sys.executable, "-c", _WATCH_CHAIN, chain],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(REPO),

@@ -9,8 +9,9 @@ Engine renders, and two properties checked by Hypothesis on random clusters:
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pycni.agent.netpol.model import Accept, ChainDef, Desired, Engine, Jump
+from pycni.agent.netpol.model import (
+    Accept,
+    ChainDef,
+    Desired,
+    Engine,
+    FamilyVerdict,
+    Jump,
+    inline,
+)
 from pycni.agent.netpol.objects import (
     NamespaceInfo,
     ObjectError,
@@ -308,6 +317,10 @@ def run_chain(desired: Desired, name: str, packet: tuple[str, str, str, int]) ->
             if verdict != "return":
                 return verdict
             continue
+        if isinstance(s, FamilyVerdict):
+            if s.version == ipaddress.ip_address(daddr).version:
+                return s.verdict
+            continue
         assert isinstance(s, Accept)
         addr = saddr if s.direction == "in" else daddr
         version = ipaddress.ip_address(daddr).version
@@ -586,8 +599,49 @@ def test_the_ruleset_gets_the_semantic_corners_right(cluster: Cluster) -> None:
     check_every_pair(cluster)
 
 
-def check_every_pair(cluster: Cluster) -> None:
-    rulesets = render_all(cluster)
+def as_the_kernel_holds_it(desired: Desired) -> Desired:
+    """The pods' chains with their policies' chains inlined, the policies' chains gone: what
+    pycni.agent.netpol.program writes."""
+    jumped = {s.chain for c in desired.chains.values() for s in c.statements if isinstance(s, Jump)}
+    chains = {n: inline(c, desired.chains) for n, c in desired.chains.items() if n not in jumped}
+    for chain in chains.values():
+        assert not any(isinstance(s, Jump) for s in chain.statements), chain
+    return dataclasses.replace(desired, chains=chains)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters())
+def test_inlined_chains_allow_exactly_what_the_policies_allow(cluster: Cluster) -> None:
+    check_every_pair(cluster, as_the_kernel_holds_it)
+
+
+@pytest.mark.parametrize("cluster", CORNERS)
+def test_inlined_chains_get_the_semantic_corners_right(cluster: Cluster) -> None:
+    check_every_pair(cluster, as_the_kernel_holds_it)
+
+
+def test_inlining_puts_each_accept_once_and_ipv4_before_ipv6() -> None:
+    e = Engine("n1")
+    e.upsert_namespace(NamespaceInfo.parse({"metadata": {"name": "x"}}))
+    e.upsert_pod(PodInfo("x", "a", "uid-x-a", "n1", labels({}), ("10.0.0.1", "fd00::1")))
+    peer = {"from": [{"podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": 80}]}
+    for name in ("p1", "p2"):  # the same rule in two policies
+        e.upsert_policy(policy({"podSelector": {}, "ingress": [peer]}, name))
+    e.upsert_policy(policy({"podSelector": {}, "ingress": [{"ports": [{"port": 81}]}]}, "p3"))
+    desired = e.render()
+    chain = desired.chains[pod_chain("x", "a", "in")]
+    flat = as_the_kernel_holds_it(desired).chains[chain.name]
+    rules = flat.rules()
+    assert rules[0] == "meta l4proto tcp th dport 81 accept", rules  # no family: first
+    assert rules[1].startswith("ip saddr @sel4_") and rules[2] == "meta nfproto ipv4 drop", rules
+    assert rules[3].startswith("ip6 saddr @sel6_") and rules[4].startswith("drop comment"), rules
+    assert len(rules) == 5 and flat.fingerprint != chain.fingerprint
+
+
+def check_every_pair(
+    cluster: Cluster, kernel_view: Callable[[Desired], Desired] = lambda d: d
+) -> None:
+    rulesets = {node: kernel_view(d) for node, d in render_all(cluster).items()}
     external = "192.168.3.4"
     for dst in cluster.pods:
         for version in (4, 6):

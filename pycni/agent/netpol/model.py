@@ -12,7 +12,11 @@ What a node holds (table `inet pycni-policy`, names in pycni.datapath.policy_nam
   direction has a chain that only accepts;
 - a policy's chain `pol_<h>_in` / `pol_<h>_eg` (only for policies that select a local pod): one
   `accept` rule per (rule, peer, port); peers are sets of pod addresses, cidrs minus excepts
-  written into the rule, or nothing (every peer); ports a protocol with a port or range;
+  written into the rule, or nothing (every peer); ports a protocol with a port or range.
+  The kernel never holds these: `inline` writes their rules into the pods' chains (no jump on
+  a new connection's path, each accept once, IPv4's rules before IPv6's); the model keeps
+  them apart because a policy is the unit the agent reports on (a rule the kernel refuses is
+  checked policy by policy);
 - sets `sel4_<h>` / `sel6_<h>`: the addresses of the pods one peer names (cluster-wide: peers
   live on every node), shared by every policy naming the same peer; `np4_<h>` / `np6_<h>`:
   (address, protocol, port) of the pods a peer names that have a named port, for egress rules
@@ -100,7 +104,19 @@ class Jump:
         return f"jump {self.chain}"
 
 
-Statement = Accept | Jump
+@dataclass(frozen=True)
+class FamilyVerdict:
+    """`verdict` for every packet of one address family: in an inlined chain, where the rules
+    of the other family follow (an IPv4 packet never walks the IPv6 rules)."""
+
+    version: int
+    verdict: str
+
+    def text(self) -> str:
+        return f"meta nfproto ipv{self.version} {self.verdict}"
+
+
+Statement = Accept | Jump | FamilyVerdict
 
 
 @dataclass(frozen=True)
@@ -142,7 +158,7 @@ class ChainDef:
         for s in self.statements:
             if isinstance(s, Jump):
                 names.add(s.chain)
-            else:
+            elif isinstance(s, Accept):
                 names |= {n for n in (s.peer_set, s.named_set) if n is not None}
         return names
 
@@ -167,6 +183,38 @@ class Desired:
     chains: dict[str, ChainDef] = field(default_factory=dict)
     maps: dict[str, dict[str, str]] = field(default_factory=dict)  # map -> address -> chain
     dirty_sets: set[str] = field(default_factory=set)  # whose elements changed since last time
+
+
+def inline(chain: ChainDef, chains: Mapping[str, ChainDef]) -> ChainDef:
+    """`chain` as the kernel holds it: each jump replaced by the accept rules of the chain it
+    jumps to (a policy's chain, which ends in `return`), every accept once, the rules that test
+    no address family first, then IPv4's, then -- behind a rule that ends IPv4 packets with the
+    chain's verdict -- IPv6's.
+
+    The same verdicts for every packet: a chain of accepts followed by one verdict accepts
+    what any of its accepts matches, in whatever order they come. A new connection to a pod
+    then walks one rule per distinct (peer, port) of its policies and address family, with no
+    jump and no return, instead of a jump, a return and both families' rules per policy."""
+    if not any(isinstance(s, Jump) for s in chain.statements):
+        return chain
+    accepts: list[Accept] = []
+    for s in chain.statements:
+        if isinstance(s, Accept):
+            accepts.append(s)
+            continue
+        if not isinstance(s, Jump):
+            raise ValueError(f"chain {chain.name}: cannot inline {s.text()!r}")
+        target = chains[s.chain]
+        if target.verdict != "return" or not all(isinstance(t, Accept) for t in target.statements):
+            raise ValueError(f"chain {chain.name}: {s.chain} is not a chain of accepts to inline")
+        accepts += [t for t in target.statements if isinstance(t, Accept)]
+    unique = list(dict.fromkeys(accepts))
+    statements: list[Statement] = [a for a in unique if a.version is None]
+    statements += [a for a in unique if a.version == 4]
+    six = [a for a in unique if a.version == 6]
+    if six:
+        statements += [FamilyVerdict(4, chain.verdict), *six]
+    return ChainDef(chain.name, chain.owner, tuple(statements), chain.verdict)
 
 
 def policy_chain(policy_key: str, direction: str) -> str:

@@ -20,6 +20,13 @@ pods (kubelet probes) is never filtered, and replies come back as established tr
 Service DNAT (kube-proxy, prerouting) happens before the forward hook, so policies apply to
 the pod behind a Service.
 
+Below the maps are the pods' chains only: the model's policy chains are inlined into them
+(model.inline), so a new connection walks one rule per distinct (peer, port) of its pod's
+policies and address family, with no jump. A policy change rewrites the chains of the local
+pods it selects (in one transaction, as any change); a pod's event still touches sets only. A
+table written by an earlier version (policy chains and jumps) is rewritten the same way: the
+pods' chains get new fingerprints, the policy chains are deleted after them.
+
 After a restart `load()` reads the table back over nfnetlink: the chains with the comment on
 their last rule ("<owner> <fingerprint>"), the sets and their elements; the first `apply()`
 then changes only what differs. The maps and the pending sets are shared with the pycni-netpol
@@ -28,9 +35,9 @@ transaction, and an entry that points at a chain the model still wants is left a
 when the model does not know that address yet (the plugin knew first).
 
 When nft refuses a transaction, the state is read again and the transaction rebuilt once (the
-plugin may have raced it); refused again, each changed policy chain is checked on its own
-(`nft -c`, which applies nothing) and those the kernel refuses are returned to the caller,
-which quarantines them (they then allow nothing) and reports them.
+plugin may have raced it); refused again, each changed policy's rules are checked on their own
+in a chain of their own (`nft -c`, which applies nothing) and the policies the kernel refuses
+are returned to the caller, which quarantines them (they then allow nothing) and reports them.
 
 Long-lived path (the agent).
 """
@@ -41,7 +48,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from pycni.agent.netpol.model import Desired, SetDef
+from pycni.agent.netpol.model import ChainDef, Desired, Jump, SetDef, inline
 from pycni.cni.errors import CniError
 from pycni.cni.ip import IP
 from pycni.datapath.policy_names import MAPS, PENDING, TABLE_FAMILY, TABLE_NAME, digest
@@ -104,10 +111,13 @@ class NftProgrammer:
 
     def __init__(self) -> None:
         self.chains: dict[str, str] = {}  # name -> the comment of its last rule
+        self.policies: dict[str, str] = {}  # a policy's chain (inlined) -> its comment, applied
         self.sets: dict[str, frozenset[tuple[str | int, ...]]] = {}
         self.recorded: set[str] = set()  # addresses the plugin's records hold (set by caller)
         self.stats = Stats()
         self._stale_since: dict[str, float] = {}
+        # inlined chains, kept while what they were made of is the same objects
+        self._inlined: dict[str, tuple[tuple[ChainDef, ...], ChainDef]] = {}
 
     # --- reading the kernel ----------------------------------------------------------------
 
@@ -219,10 +229,11 @@ class NftProgrammer:
                     spec, [_element(spec, e) for e in sorted(have - want, key=str)]
                 )
                 script.add_elements(spec, [_element(spec, e) for e in sorted(want - have, key=str)])
-        fresh = [n for n in desired.chains if n not in self.chains]
+        chains = self._kernel_chains(desired)
+        fresh = [n for n in chains if n not in self.chains]
         for name in fresh:
             script.add_chain(name)
-        for name, chain in desired.chains.items():
+        for name, chain in chains.items():
             if self.chains.get(name) == chain.comment:
                 continue
             if name not in fresh:
@@ -245,8 +256,23 @@ class NftProgrammer:
                     spec, [nft.Element(IP.parse(ip), data=nft.Verdict.jump(chain_name))]
                 )
             for ip, chain_name in sorted(have_map.items()):
-                if ip not in want_map and chain_name not in desired.chains:
+                if ip not in want_map and chain_name not in chains:
                     script.delete_elements(spec, [nft.Element(IP.parse(ip))])
+        self._release_pending(script, pending, mapped)
+        gone = sorted(n for n in self.chains if n not in chains)
+        for name in gone:
+            script.flush_chain(name)
+        for name in gone:
+            script.delete_chain(name)
+        for name in sorted(n for n in self.sets if n not in desired.sets):
+            script.delete_set(name)
+        return script
+
+    def _release_pending(
+        self, script: nft.Script, pending: dict[int, set[str]], mapped: set[str]
+    ) -> None:
+        """Take out of the pending sets the addresses now mapped, and those whose record has
+        been gone for a while (their pod is)."""
         now = time.monotonic()
         for version, spec in PENDING_SPECS.items():
             done = []
@@ -263,24 +289,49 @@ class NftProgrammer:
                 script.delete_elements(spec, [nft.Element(IP.parse(ip)) for ip in done])
                 for ip in done:
                     self._stale_since.pop(ip, None)
-        gone = sorted(n for n in self.chains if n not in desired.chains)
-        for name in gone:
-            script.flush_chain(name)
-        for name in gone:
-            script.delete_chain(name)
-        for name in sorted(n for n in self.sets if n not in desired.sets):
-            script.delete_set(name)
-        return script
+
+    def _kernel_chains(self, desired: Desired) -> dict[str, ChainDef]:
+        """The chains the kernel holds: the model's chains that no other chain jumps to (the
+        pods' chains), each with the rules of the chains it jumps to (the policies') inlined
+        (pycni.agent.netpol.model.inline): a new connection walks no jump."""
+        jumped = {
+            s.chain for c in desired.chains.values() for s in c.statements if isinstance(s, Jump)
+        }
+        kept: dict[str, tuple[tuple[ChainDef, ...], ChainDef]] = {}
+        chains: dict[str, ChainDef] = {}
+        for name, chain in desired.chains.items():
+            if name in jumped:
+                continue
+            made_of = (
+                chain,
+                *(desired.chains[s.chain] for s in chain.statements if isinstance(s, Jump)),
+            )
+            hit = self._inlined.get(name)
+            if (
+                hit is None
+                or len(hit[0]) != len(made_of)
+                or any(a is not b for a, b in zip(hit[0], made_of, strict=True))
+            ):
+                hit = (made_of, inline(chain, desired.chains))
+            kept[name] = hit
+            chains[name] = hit[1]
+        self._inlined = kept
+        return chains
 
     def _applied(self, desired: Desired) -> None:
-        self.chains = {name: chain.comment for name, chain in desired.chains.items()}
+        self.chains = {name: chain.comment for name, chain in self._kernel_chains(desired).items()}
+        self.policies = {
+            name: chain.comment
+            for name, chain in desired.chains.items()
+            if chain.owner.startswith("policy ")
+        }
         self.sets = {name: desired.elements[name] for name in desired.sets}
 
     def _culprits(self, desired: Desired) -> dict[str, str]:
         """The policies whose chains the kernel refuses, each checked on its own."""
         failures: dict[str, str] = {}
         for name, chain in sorted(desired.chains.items()):
-            if not chain.owner.startswith("policy ") or self.chains.get(name) == chain.comment:
+            if not chain.owner.startswith("policy ") or self.policies.get(name) == chain.comment:
                 continue
             script = nft.Script(TABLE)
             for set_name in sorted(chain.references()):
