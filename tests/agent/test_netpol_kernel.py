@@ -114,6 +114,41 @@ out = {"full": full, "restart": restart, "added": added, "removed": removed,
     assert out["added"] == out["added_small"], f"grows with the policies: {out}"
 
 
+def test_a_table_with_policy_chains_is_rewritten_inlined_in_one_transaction(
+    ns: netns_mod.Netns,
+) -> None:
+    """An earlier version wrote each policy's chain and jumped to it from the pods' chains;
+    the first apply over such a table inlines the pods' chains and deletes the policy chains,
+    in one transaction; then the kernel holds no jump and no policy chain."""
+    out = inside(
+        ns,
+        SETUP
+        + """
+import subprocess
+e = engine(policies=30)
+old = NftProgrammer(); old.load()
+old._kernel_chains = lambda desired: dict(desired.chains)  # the earlier layout, jumps and all
+assert old.apply(e.render()) == {}
+def rules():
+    return subprocess.run(["nft", "list", "table", "inet", "pycni-policy"], capture_output=True,
+                          text=True, check=True).stdout
+before = rules()
+new = NftProgrammer(); new.load()
+assert new.apply(e.render()) == {}
+after = rules()
+again = NftProgrammer(); again.load()
+assert again.apply(e.render()) == {}
+out = {"old_jumps": before.count("jump pol_"), "old_pol": before.count("chain pol_"),
+       "jumps": after.count("jump pol_"), "pol": after.count("chain pol_"),
+       "transactions": new.stats.transactions, "restart": again.stats.transactions,
+       "accepts": after.count(" accept")}
+""",
+    )
+    assert out["old_jumps"] > 0 and out["old_pol"] > 0, out
+    assert out["jumps"] == 0 and out["pol"] == 0 and out["accepts"] > 0, out
+    assert out["transactions"] == 1 and out["restart"] == 0, out
+
+
 def test_tables_rules_and_sets_read_back_and_a_check_applies_nothing(ns: netns_mod.Netns) -> None:
     out = inside(
         ns,
