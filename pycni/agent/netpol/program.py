@@ -353,7 +353,7 @@ class NftProgrammer:
         """Remove the table (and with it every rule pycni wrote for policies)."""
         script = nft.Script(TABLE).add_table().delete_table()
         nft.run(script, f"remove the NetworkPolicy table {TABLE}")
-        self.chains, self.sets = {}, {}
+        self.chains, self.sets, self.policies = {}, {}, {}
 
 
 def _spec(setdef: SetDef) -> nft.SetSpec:
