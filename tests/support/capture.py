@@ -5,7 +5,8 @@
     assert_ipip_encapsulated(seen.packets, pod_addresses)
 
 Works on any kernel (the host's too, e.g. to show that a direct route does not encapsulate);
-kernel_has_ipip() says whether the kernel can make IPIP devices at all (the host's cannot).
+kernel_has_ipip() says whether the kernel can make IPIP devices at all (the host's cannot),
+kernel_has_esp() whether it can install an ESP SA (the host's cannot either).
 tcpdump writes a pcap file, every packet as it comes; stopping it (SIGINT, by PID) flushes it.
 """
 
@@ -159,6 +160,19 @@ def assert_not_encapsulated(packets: list[Packet], pod_addresses: Collection[str
     assert not tunnelled, f"IP protocol 4 packets on a direct route:\n{listing}"
     bare = [p for p in packets if p.src in pods or p.dst in pods]
     assert bare, f"no packet of the pods {sorted(pods)} crossed this link:\n{listing}"
+
+
+def kernel_has_esp() -> bool:
+    """Whether this kernel installs an ESP SA with pycni's AEAD, as iproute2 asks it to (in a
+    throwaway namespace): the oracle the plugins' own probe is checked against."""
+    ns = netns_mod.create("espprobe")
+    try:
+        sa = ["src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "spi", "0x100"]
+        aead = ["aead", "rfc4106(gcm(aes))", "0x" + "01" * 20, "128"]
+        done = ns.run(["ip", "xfrm", "state", "add", *sa, "mode", "transport", *aead], check=False)
+        return done.returncode == 0
+    finally:
+        ns.delete()
 
 
 def kernel_has_ipip() -> bool:
