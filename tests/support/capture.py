@@ -26,6 +26,7 @@ from pycni.lab import netns as netns_mod
 from pycni.lab.netns import Netns
 
 IPPROTO_IPIP = 4
+IPPROTO_ESP = 50
 _ETH_P_IP = 0x0800
 _LINKTYPE_ETHERNET = 1
 
@@ -52,6 +53,7 @@ class Packet:
 class Capture:
     pcap: Path
     packets: list[Packet] = field(default_factory=list)
+    raw: bytes = b""  # the whole pcap file, for searches in the payloads
 
     def summary(self, limit: int = 20) -> str:
         shown = [str(p) for p in self.packets[:limit]]
@@ -89,6 +91,7 @@ def capture(ns: Netns, interface: str, *, timeout: float = 10.0) -> Iterator[Cap
             if dump.stderr is not None:
                 dump.stderr.close()
         result.packets = read_pcap(result.pcap)
+        result.raw = result.pcap.read_bytes() if result.pcap.exists() else b""
 
 
 def _wait_listening(dump: subprocess.Popen[str], timeout: float) -> None:
@@ -160,6 +163,23 @@ def assert_not_encapsulated(packets: list[Packet], pod_addresses: Collection[str
     assert not tunnelled, f"IP protocol 4 packets on a direct route:\n{listing}"
     bare = [p for p in packets if p.src in pods or p.dst in pods]
     assert bare, f"no packet of the pods {sorted(pods)} crossed this link:\n{listing}"
+
+
+def assert_only_esp(
+    seen: Capture, nodes: Collection[str], hidden: Collection[str], *, minimum: int = 1
+) -> None:
+    """The proof that traffic between `nodes` crossed this link encrypted: at least `minimum`
+    packets between them, every one ESP (IP protocol 50), and none of the `hidden` addresses
+    (pods', overlay's) anywhere in the captured bytes, headers or payloads."""
+    between = [p for p in seen.packets if p.src in nodes and p.dst in nodes]
+    listing = seen.summary()
+    assert len(between) >= minimum, f"{len(between)} packets between {sorted(nodes)}:\n{listing}"
+    clear = [p for p in between if p.proto != IPPROTO_ESP]
+    assert not clear, "packets between the nodes not in ESP:\n" + "\n".join(map(str, clear[:20]))
+    bare = [p for p in seen.packets if {p.src, p.dst} & set(hidden)]
+    assert not bare, "hidden addresses bare on the link:\n" + "\n".join(map(str, bare[:20]))
+    found = [a for a in hidden if socket.inet_aton(a) in seen.raw]
+    assert not found, f"the captured bytes contain the addresses {found}"
 
 
 def kernel_has_esp() -> bool:
