@@ -18,6 +18,10 @@ new list; any other failure by a retry with bounded exponential backoff. While t
 cannot be reached, the last good peer set stays in place, and the log says so. Credentials: a
 kubeconfig (--kubeconfig; on a kind node the kubelet's), else the pod's service account.
 
+With --encryption ipsec, the overlay plugins of the conflist get `"encryption": "ipsec"`
+(docs/encryption.md): the pods' MTU leaves ESP its room and the plugins refuse a kernel without
+ESP; with none (the default) the key is left out.
+
 With --once it lists the nodes, writes what it would write, and exits (an init container's step:
 status 1 while the node has no pod CIDR, so the kubelet retries it).
 
@@ -40,6 +44,7 @@ from types import FrameType
 from typing import Any
 
 from pycni.cni import registry
+from pycni.datapath import encryption as encryption_mod
 
 # pycni.agent.kube (ssl, http.client: ~45 ms) is imported where the agent runs, not when `pycni`
 # builds its parser
@@ -98,20 +103,28 @@ def peer_set(nodes: Iterable[NodeInfo], own_name: str) -> list[dict[str, Any]]:
 
 
 def render_conflist(
-    template: dict[str, Any], node: NodeInfo, policy_state_dir: Path | None = None
+    template: dict[str, Any],
+    node: NodeInfo,
+    policy_state_dir: Path | None = None,
+    encryption: str = encryption_mod.NONE,
 ) -> dict[str, Any]:
     """The template with the node's pod CIDRs as IPAM ranges (one range set per CIDR, as
-    host-local wants them) and, for an overlay plugin, its InternalIP as localIP. With
-    `policy_state_dir` (NetworkPolicy on), pycni-netpol is chained last with that stateDir;
-    without, any pycni-netpol of the template is left out."""
+    host-local wants them) and, for an overlay plugin, its InternalIP as localIP and the
+    agent's `encryption` ("ipsec"; none: any `encryption` of the template's is left out, so
+    the agent's flag decides). With `policy_state_dir` (NetworkPolicy on), pycni-netpol is
+    chained last with that stateDir; without, any pycni-netpol of the template is left out."""
     conflist: dict[str, Any] = json.loads(json.dumps(template))
     plugins = [p for p in conflist.get("plugins", []) if p.get("type") != NETPOL_PLUGIN]
     for plugin in plugins:
         ipam = plugin.get("ipam")
         if isinstance(ipam, dict) and "ranges" in ipam:
             ipam["ranges"] = [[{"subnet": cidr}] for cidr in node.pod_cidrs]
-        if plugin.get("type") in PEER_PLUGINS and node.node_ip is not None:
-            plugin["localIP"] = node.node_ip
+        if plugin.get("type") in PEER_PLUGINS:
+            if node.node_ip is not None:
+                plugin["localIP"] = node.node_ip
+            plugin.pop("encryption", None)
+            if encryption == encryption_mod.IPSEC:
+                plugin["encryption"] = encryption
     if policy_state_dir is not None:
         plugins.append({"type": NETPOL_PLUGIN, "stateDir": str(policy_state_dir)})
     if "plugins" in conflist:
@@ -174,6 +187,7 @@ class Agent:
     written_conf: str | None = None
     written_peers: list[dict[str, Any]] | None = None
     policy_state_dir: Path | None = None  # NetworkPolicy on: pycni-netpol chained last
+    encryption: str = encryption_mod.NONE  # IPSEC: the overlay plugins' `encryption`
 
     @property
     def peers_file(self) -> Path | None:
@@ -232,7 +246,7 @@ class Agent:
         if own is None or not own.pod_cidrs:
             log.warning("node %s has no pod CIDR yet: conflist not written", self.node_name)
             return
-        conflist = render_conflist(self.template, own, self.policy_state_dir)
+        conflist = render_conflist(self.template, own, self.policy_state_dir, self.encryption)
         conf_text = json.dumps(conflist, indent=2) + "\n"
         conf_changed = conf_text != self.written_conf
         if conf_changed:
@@ -308,6 +322,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=POLICY_STATE_DIR,
         help=f"what the agent and pycni-netpol share (default {POLICY_STATE_DIR})",
     )
+    parser.add_argument(
+        "--encryption",
+        choices=(encryption_mod.NONE, encryption_mod.IPSEC),
+        default=encryption_mod.NONE,
+        help="ipsec: the VXLAN/IPIP packets between nodes travel as IPsec ESP, keyed by this"
+        " agent, and the conflist's overlay plugin says so (its pods' MTU leaves ESP room;"
+        " docs/encryption.md); needs esp4 in the kernel. Default none: in the clear",
+    )
     parser.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
     parser.add_argument("--backoff-limit", type=float, default=30.0, help=argparse.SUPPRESS)
 
@@ -340,6 +362,7 @@ def run(args: argparse.Namespace) -> int:
         backoff=Backoff(limit=args.backoff_limit),
         watch_timeout=args.watch_timeout,
         policy_state_dir=args.policy_state_dir if policy else None,
+        encryption=getattr(args, "encryption", encryption_mod.NONE),
     )
     log.info("node %s: managing %s", agent.node_name, agent.conf_path)
     if args.once:

@@ -204,6 +204,11 @@ def test_daemonset_installs_the_bundle_and_runs_the_agent() -> None:
     # NetworkPolicy is on, and the plugin and the agent share the state directory
     assert "--network-policy=true" in agent["args"]
     assert "--policy-state-dir=/run/pycni/netpol" in agent["args"]
+    # encryption is opt-in, and the conflist the init container writes says what the agent does
+    for container in (install_conf, agent):
+        assert [a for a in container["args"] if a.startswith("--encryption")] == [
+            "--encryption=none"
+        ]
     # `kind load docker-image` images are used only if never pulled
     for container in (install_bundle, install_conf, agent):
         assert container["image"] == "pycni:dev"

@@ -5,7 +5,8 @@
     assert_ipip_encapsulated(seen.packets, pod_addresses)
 
 Works on any kernel (the host's too, e.g. to show that a direct route does not encapsulate);
-kernel_has_ipip() says whether the kernel can make IPIP devices at all (the host's cannot).
+kernel_has_ipip() says whether the kernel can make IPIP devices at all (the host's cannot),
+kernel_has_esp() whether it can install an ESP SA (the host's cannot either).
 tcpdump writes a pcap file, every packet as it comes; stopping it (SIGINT, by PID) flushes it.
 """
 
@@ -179,6 +180,19 @@ def assert_only_esp(
     assert not bare, "hidden addresses bare on the link:\n" + "\n".join(map(str, bare[:20]))
     found = [a for a in hidden if socket.inet_aton(a) in seen.raw]
     assert not found, f"the captured bytes contain the addresses {found}"
+
+
+def kernel_has_esp() -> bool:
+    """Whether this kernel installs an ESP SA with pycni's AEAD, as iproute2 asks it to (in a
+    throwaway namespace): the oracle the plugins' own probe is checked against."""
+    ns = netns_mod.create("espprobe")
+    try:
+        sa = ["src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "spi", "0x100"]
+        aead = ["aead", "rfc4106(gcm(aes))", "0x" + "01" * 20, "128"]
+        done = ns.run(["ip", "xfrm", "state", "add", *sa, "mode", "transport", *aead], check=False)
+        return done.returncode == 0
+    finally:
+        ns.delete()
 
 
 def kernel_has_ipip() -> bool:
