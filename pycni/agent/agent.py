@@ -272,7 +272,7 @@ class Agent:
         if peers_file is None:
             return
         peers = peer_set(self.nodes.values(), self.node_name)
-        if self.keying is not None and not self.apply_encryption(own, peers):
+        if self.keying is not None and not self.apply_encryption(own, peers, prune=False):
             return  # no peers file (so no new tunnel) without the peers' xfrm state
         if peers == self.written_peers and not conf_changed:
             return
@@ -287,9 +287,13 @@ class Agent:
             # the peers file is right; the datapath is not: try again on the next event
             self.written_peers = None
             log.error("%s; retrying at the next node event", err)
+            return
+        if self.keying is not None:  # the tunnels of departed peers are gone: their xfrm too
+            self.apply_encryption(own, peers, prune=True)
 
-    def apply_encryption(self, own: NodeInfo, peers: list[dict[str, Any]]) -> bool:
-        """Reconcile the xfrm state of `peers` (keying); False when the kernel refused it."""
+    def apply_encryption(self, own: NodeInfo, peers: list[dict[str, Any]], *, prune: bool) -> bool:
+        """Reconcile the xfrm state of `peers` (keying); False when the kernel refused it.
+        Without `prune` only add: a departed peer's state goes after its tunnel."""
         from pycni.agent.ipsec_keys import PeerNode
         from pycni.cni.errors import CniError
 
@@ -300,7 +304,7 @@ class Agent:
             PeerNode(p["name"], p["nodeIP"], dict(self.nodes[p["name"]].annotations)) for p in peers
         ]
         try:
-            self.keying.apply(own.node_ip, nodes)
+            self.keying.apply(own.node_ip, nodes, dict(own.annotations), prune=prune)
         except CniError as err:
             self.written_peers = None
             log.error("IPsec: %s; retrying at the next node event", err.msg)

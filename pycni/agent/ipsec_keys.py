@@ -157,6 +157,7 @@ class Keying:
     xfrm_factory: Callable[[], xfrm.Xfrm] = xfrm.Xfrm
     published: Published | None = None  # what the API server has, as far as we know
     reported: set[str] = field(default_factory=set)  # peers without key, already in an event
+    confirmed: bool = False  # the Node has shown this boot's key since it was published
 
     def publish(self) -> None:
         """PATCH this node's annotations to the current key and nonce."""
@@ -166,11 +167,26 @@ class Keying:
         self.published = want
         log.info("published IPsec key %s (nonce %s)", _short(want.public_key), _short(want.nonce))
 
-    def apply(self, own_address: str, peers: Iterable[PeerNode]) -> ipsec.Changes:
-        """Publish this boot's key if not done yet; bring the xfrm state to `peers`. Raises
-        CniError (pycni.netlink) when the kernel refuses the xfrm state."""
+    def apply(
+        self,
+        own_address: str,
+        peers: Iterable[PeerNode],
+        own_annotations: dict[str, Any] | None = None,
+        *,
+        prune: bool = True,
+    ) -> ipsec.Changes:
+        """Publish this boot's key if not done yet (or again, when the Node that showed it
+        lost it); bring the xfrm state to `peers` (`prune`: see pycni.datapath.ipsec.reconcile).
+        Raises CniError (pycni.netlink) when the kernel refuses the xfrm state."""
         from pycni.agent import kube
 
+        shown = Published.of(own_annotations) if own_annotations is not None else None
+        if shown == self.key.published:
+            self.confirmed = True
+        elif self.confirmed and own_annotations is not None:
+            log.warning("this node's IPsec annotations changed under us: publishing again")
+            self.confirmed = False
+            self.published = None
         if self.published != self.key.published:
             try:
                 self.publish()
@@ -186,7 +202,8 @@ class Keying:
             self.rotate()
             wanted = self._peers(peers)
         with self.xfrm_factory() as table:
-            changes = ipsec.reconcile(table, IP.parse(own_address), self.tunnel, wanted)
+            local = IP.parse(own_address)
+            changes = ipsec.reconcile(table, local, self.tunnel, wanted, prune=prune)
         for change in changes.added:
             log.info("ipsec: add %s", change)
         for change in changes.removed:
@@ -203,6 +220,7 @@ class Keying:
         from pycni.agent import kube
 
         self.key.rotate()
+        self.confirmed = False
         try:
             self.publish()
         except kube.ApiError as err:

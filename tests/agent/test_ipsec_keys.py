@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from pycni.agent.ipsec_keys import (
     pair_keys,
 )
 from pycni.datapath import ipsec
-from pycni.netlink.xfrm import SecurityAssociation, SecurityPolicy
+from pycni.lab.netns import Netns
+from pycni.netlink.xfrm import SecurityAssociation, SecurityPolicy, Xfrm
 from tests.support.netlink import ip
 
 
@@ -219,3 +221,36 @@ def test_tunnel_of_template() -> None:
     )
     assert ipsec_keys.tunnel_of({"type": "pycni-ipip"}) == ipsec.Tunnel("ipip")
     assert ipsec_keys.tunnel_of({"plugins": [{"type": "pycni-bridge"}]}) is None
+
+
+def test_keying_publishes_again_when_the_node_loses_its_annotations() -> None:
+    api, table = FakeApi(), FakeXfrm()
+    keying = Keying(api, "node1", ipsec.Tunnel("vxlan"), xfrm_factory=lambda: table)  # type: ignore[arg-type,return-value]
+    keying.apply("172.18.0.2", [], {})  # first publish; the watch has not shown it yet
+    keying.apply("172.18.0.2", [], {})  # still not shown (the event is on its way): no repeat
+    assert len(api.patches) == 1
+    keying.apply("172.18.0.2", [], keying.key.published.annotations())  # shown
+    keying.apply("172.18.0.2", [], {})  # then lost (the Node object was replaced)
+    assert len(api.patches) == 2
+    assert api.patches[-1][1]["metadata"]["annotations"] == keying.key.published.annotations()
+
+
+@pytest.mark.netns
+def test_encryption_none_clears_pycni_xfrm_state(netns: Netns) -> None:
+    """`pycni agent --encryption none` on a node where it was on: pycni's policies go, a
+    foreign one stays."""
+    netns.ip(
+        "xfrm",
+        "policy",
+        "add",
+        *["src", "10.9.0.1/32", "dst", "10.9.0.2/32", "dir", "out", "priority", "100"],
+    )
+    with Xfrm(netns.path) as xfrm_table:
+        ipsec.reconcile(
+            xfrm_table, ip("172.18.0.2"), ipsec.Tunnel("ipip"), [ipsec.Peer(ip("172.18.0.3"), None)]
+        )
+        assert len(xfrm_table.sps()) == 3
+    code = "from pycni.agent.agent import disable_encryption; disable_encryption()"
+    netns.run([sys.executable, "-c", code])
+    with Xfrm(netns.path) as xfrm_table:
+        assert [(str(sp.src), sp.owned) for sp in xfrm_table.sps()] == [("10.9.0.1", False)]
