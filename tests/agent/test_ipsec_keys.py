@@ -26,7 +26,9 @@ from pycni.agent.ipsec_keys import (
 from pycni.datapath import ipsec
 from pycni.lab.netns import Netns
 from pycni.netlink.xfrm import SecurityAssociation, SecurityPolicy, Xfrm
+from tests.support.ci import unavailable
 from tests.support.netlink import ip
+from tests.support.paths import AGENT_DIR, KIND
 
 
 class FakeXfrm:
@@ -254,3 +256,31 @@ def test_encryption_none_clears_pycni_xfrm_state(netns: Netns) -> None:
     netns.run([sys.executable, "-c", code])
     with Xfrm(netns.path) as xfrm_table:
         assert [(str(sp.src), sp.owned) for sp in xfrm_table.sps()] == [("10.9.0.1", False)]
+
+
+@pytest.mark.frozen
+@pytest.mark.netns
+def test_frozen_agent_carries_the_keying(netns: Netns, tmp_path: Path) -> None:
+    """The frozen pycni-agent (packaging/agent.spec) makes its X25519 key at start with
+    --encryption ipsec: cryptography is in the bundle. (It then fails to reach the API server,
+    which does not exist: in a namespace of its own, nothing else is touched.)"""
+    agent = AGENT_DIR / "pycni-agent"
+    if not agent.exists():
+        unavailable(f"{agent} missing: run packaging/build.sh")
+    template = tmp_path / "00-pycni-vxlan.conflist"
+    template.write_text((KIND / "00-pycni-vxlan.conflist").read_text())
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    argv = [str(agent), "--node-name", "n1", "--template", str(template), "--conf-dir",
+            str(tmp_path / "net.d"), "--kubeconfig", str(kubeconfig), "--once",
+            "--network-policy", "false", "--encryption", "ipsec"]  # fmt: skip
+    done = netns.run(argv, check=False, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "IPsec: vxlan tunnel packets in ESP (no PSK)" in output, output
+    assert "failed to list the nodes" in output and "Traceback" not in output, output
