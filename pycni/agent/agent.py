@@ -210,7 +210,8 @@ class Agent:
         while not self.stop.is_set():
             try:
                 items, version = self.client.list_nodes()
-                self.nodes = {n.name: n for n in map(NodeInfo.of, items)}
+                with self.apply_lock:  # the rekey thread reads them
+                    self.nodes = {n.name: n for n in map(NodeInfo.of, items)}
                 log.info("listed %d nodes at resourceVersion %s", len(self.nodes), version)
                 self.apply()
                 self.backoff.reset()
@@ -238,12 +239,13 @@ class Agent:
             if kind == "BOOKMARK":
                 continue
             node = NodeInfo.of(obj)
-            if kind == "DELETED":
-                self.nodes.pop(node.name, None)
-            elif kind in ("ADDED", "MODIFIED"):
-                self.nodes[node.name] = node
-            else:
+            if kind not in ("ADDED", "MODIFIED", "DELETED"):
                 continue
+            with self.apply_lock:  # the rekey thread reads them
+                if kind == "DELETED":
+                    self.nodes.pop(node.name, None)
+                else:
+                    self.nodes[node.name] = node
             log.info("%s node %s", kind.lower(), node.name)
             self.apply()
             if self.stop.is_set():
@@ -309,6 +311,10 @@ class Agent:
             self.written_peers = None
             log.error("IPsec: %s; retrying at the next node event", err.msg)
             return False
+        except OSError as err:  # no NETLINK_XFRM at all (xfrm_user missing)
+            self.written_peers = None
+            log.error("IPsec: no xfrm netlink in this kernel (modprobe xfrm_user): %s", err)
+            return False
         return True
 
     def check_wrap(self) -> None:
@@ -317,8 +323,8 @@ class Agent:
 
         try:
             due = self.keying.wrap_due()
-        except CniError as err:
-            log.error("IPsec: failed to read the SA counters: %s", err.msg)
+        except (CniError, OSError) as err:
+            log.error("IPsec: failed to read the SA counters: %s", err)
             return
         if due:
             log.info("IPsec: an SA is near its sequence number's end: rekeying (new nonce)")
