@@ -5,6 +5,7 @@ namespace of the test's own, and for leaving the xfrm tables as they were."""
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from pycni.lab.netns import Netns
 from pycni.netlink import Rtnl
 from pycni.plugins import ipip, vxlan
 from tests.support.capture import kernel_has_esp
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.netns
 
@@ -48,6 +50,21 @@ def test_the_figures_the_docs_give() -> None:
     assert encryption.esp_overhead(1500) == 34
     assert encryption.esp_overhead(1503) == 37
     assert encryption.esp_payload_mtu(9000) == 8946
+
+
+def test_the_mtu_table_of_the_docs() -> None:
+    """docs/encryption.md's table: underlay MTU, then the pods' MTU for VXLAN and IPIP,
+    each in the clear and with ipsec."""
+    rows = [
+        [int(re.sub(r"[^0-9].*", "", cell.strip().strip("*"))) for cell in line.split("|")[1:-1]]
+        for line in (REPO / "docs" / "encryption.md").read_text().splitlines()
+        if re.match(r"\| \d+ \|", line)
+    ]
+    assert [row[0] for row in rows] == [1500, 1450, 9001]
+    for underlay, vxlan_clear, vxlan_esp, ipip_clear, ipip_esp in rows:
+        payload = encryption.esp_payload_mtu(underlay)
+        assert (vxlan_clear, ipip_clear) == (underlay - 50, underlay - 20)
+        assert (vxlan_esp, ipip_esp) == (payload - 30, payload), underlay
 
 
 def plugin_conf(kind: str, **settings: Any) -> dict[str, Any]:
