@@ -8,8 +8,9 @@ from pycni.lab.k8s import e2e
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NODEPORT = "[sig-network] Services should be able to create a functioning NodePort service"
-INTERNAL_LB = (
-    "[sig-network] Services should be able to create an internal type load balancer [Slow]"
+TYPE_CHANGE = (
+    "[sig-network] Services should be able to change the type and ports of a service [Slow] "
+    "[DisabledForLargeClusters]"
 )
 
 
@@ -22,8 +23,8 @@ def test_parse_junit_reads_every_outcome() -> None:
     assert len(parsed) == 6
     assert parsed[NODEPORT + " [Conformance]"].status == "failed"
     assert "service is not reachable within 2m0s" in parsed[NODEPORT + " [Conformance]"].message
-    assert parsed[INTERNAL_LB].status == "skipped"
-    assert parsed[INTERNAL_LB].seconds == 1.204
+    assert parsed[TYPE_CHANGE].status == "skipped"
+    assert parsed[TYPE_CHANGE].seconds == 1.204
     passed = [spec for spec in parsed.values() if spec.status == "passed"]
     assert [spec.name for spec in passed] == [
         "[sig-network] Networking Granular Checks: Pods should function for intra-pod "
@@ -33,7 +34,7 @@ def test_parse_junit_reads_every_outcome() -> None:
 
 def test_runtime_skip_reason_from_the_ginkgo_log() -> None:
     reasons = e2e.runtime_skip_reasons((FIXTURES / "e2e-skip.log").read_text())
-    assert reasons == {INTERNAL_LB: "Only supported for providers [gce gke aws azure] (not local)"}
+    assert reasons == {TYPE_CHANGE: "Only supported for providers [gce gke aws] (not local)"}
 
 
 def test_classify_gives_every_selected_skip_its_reason() -> None:
@@ -56,8 +57,8 @@ def test_classify_gives_every_selected_skip_its_reason() -> None:
     ]
     assert disruptive.status == "skipped (lane)"
     assert "SSH" in disruptive.detail
-    assert by_name[INTERNAL_LB].status == "skipped (spec)"
-    assert by_name[INTERNAL_LB].detail.startswith("Only supported for providers")
+    assert by_name[TYPE_CHANGE].status == "skipped (spec)"
+    assert by_name[TYPE_CHANGE].detail.startswith("Only supported for providers")
     basic = by_name["[sig-network] Services should serve a basic endpoint from pods  [Conformance]"]
     assert basic.status == "skipped (--skip)"
 
