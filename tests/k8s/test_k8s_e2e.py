@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from pycni.lab.k8s import e2e
 
@@ -136,3 +142,50 @@ def test_without_cluster_dns_the_specs_that_need_it_are_skipped_with_the_reason(
     assert not pattern.search(
         "[sig-network] Services should serve a basic endpoint from pods  [Conformance]"
     )
+
+
+def test_progress_line_shows_the_spec_verdicts_only() -> None:
+    assert (
+        e2e.progress_line('•{"msg":"PASSED [sig-network] X","total":68,"completed":2}\n')
+        == "PASSED [sig-network] X"
+    )
+    assert e2e.progress_line("S [SKIPPING] [0.028 seconds]\n") == "S [SKIPPING] [0.028 seconds]"
+    assert e2e.progress_line("Dec  2 14:19:36.108: INFO: POD  NODE  PHASE\n") is None
+
+
+STANDIN_CHILD = """
+import json, subprocess, sys, urllib.request
+from pathlib import Path
+from pycni.lab.k8s import e2e
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+class Cluster:
+    @staticmethod
+    def underlay_command(argv):
+        return list(argv)
+standin = e2e.start_internet_standin(Cluster, Path(sys.argv[1]))
+env = standin.env()
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": env["HTTP_PROXY"]}))
+with opener.open("http://google.com", timeout=10) as response:
+    out = {"status": response.status, "body": response.read().decode(), "env": env}
+standin.stop()
+out["answered"] = standin.answered()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace (unshare --net)")
+def test_the_internet_standin_answers_the_runners_check_and_logs_it(tmp_path: Path) -> None:
+    run = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", STANDIN_CHILD, str(tmp_path / "standin.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["status"] == 200
+    assert "stand-in for the e2e runner's Internet check" in out["body"]
+    assert "172.18.0.0/16" in out["env"]["NO_PROXY"] and "10.0.0.0/8" in out["env"]["NO_PROXY"]
+    assert len(out["answered"]) == 1 and "GET http://google.com" in out["answered"][0]
