@@ -344,6 +344,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="no stand-in for e2e.test's own Internet pre-check (the Networking specs then fail)",
     )
     parser.add_argument(
+        "--report-dir", type=Path, default=REPORT_DIR, help=f"default: {REPORT_DIR}"
+    )
+    parser.add_argument(
         "--kubeconfig", type=Path, default=None, help="default: the lane's build/k8s/kubeconfig"
     )
     return parser.parse_args(list(argv))
@@ -369,7 +372,7 @@ def main(argv: Sequence[str]) -> int:
         args.focus, use_defaults=not args.no_default_skips, cluster_dns=cluster_dns
     )
     skip = combined_skip(skips, args.skip)
-    report_dir = REPORT_DIR.resolve()
+    report_dir = args.report_dir.resolve()
     shutil.rmtree(report_dir, ignore_errors=True)
     report_dir.mkdir(parents=True)
     tree = build.source_tree()
