@@ -154,7 +154,7 @@ def leftovers() -> list[str]:
         if (cluster.STATE_DIR / name).exists():
             found.append(str(cluster.STATE_DIR / name))
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        if "pycni-k8s" in line:
+        if cluster.UNDERLAY_NETNS in line or str(cluster.STATE_DIR) in line:
             found.append(f"mount {line.split()[4]}")
     return found
 
@@ -194,7 +194,25 @@ def echo_pods(lane: tuple[str, int]) -> list[Pod]:
     )
     running = _pods("app=echo")
     assert sorted(pod.node for pod in running) == sorted(nodes)
+    # Ready pods are in the Endpoints at once, in kube-proxy's rules a moment later (its sync
+    # runs at most once a second): the checks start once the Services answer at all.
+    _wait_until_answered(f"http://{_service_ip('echo')}/hostname", via=running[0].name)
+    for index in range(len(nodes)):
+        _wait_until_answered(f"http://{cluster.node_ip(index)}:{NODE_PORT}/hostname")
     return running
+
+
+def _wait_until_answered(url: str, via: str | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    answer = ""
+    while time.monotonic() < deadline:
+        answer = _hostname_via(via, url) if via else _hostname_from_underlay(url)
+        if not answer.startswith("<"):
+            return
+        time.sleep(0.5)
+    pytest.fail(
+        f"{url} not answered within {timeout:.0f} s (from {via or 'the underlay'}): {answer}"
+    )
 
 
 def test_pods_get_addresses_from_their_nodes_pod_cidr(echo_pods: list[Pod]) -> None:
