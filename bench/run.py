@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import dataplane, latency, netpol, overlay, portmap_suite, routed, scale
+from bench import dataplane, k8s_podstart, latency, netpol, overlay, portmap_suite, routed, scale
 from bench.common import BUNDLE, FULL, GO_DIR, REPO, SMOKE, Context, Outcome, verdict, versions
 from bench.startup import become_subreaper, machine
 
@@ -50,6 +50,7 @@ SUITES = [
     Suite("dataplane-vxlan", dataplane.vxlan_suite),
     Suite("dataplane-ipip", routed.throughput_suite),
     Suite("netpol", netpol.suite),
+    Suite("k8s-podstart", k8s_podstart.suite),
 ]
 
 
