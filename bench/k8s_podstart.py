@@ -41,8 +41,10 @@ def missing() -> str | None:
     """Why the suite cannot run here, or None."""
     from pycni.lab.k8s import build, cluster
 
-    if not build.is_complete():
-        return f"no Kubernetes build in {build.cache_dir()} (packaging/k8s.sh build)"
+    try:
+        build.image("agnhost-2.21")
+    except build.BuildError as err:
+        return str(err)
     if cluster.STATE_FILE.exists():
         return f"a lane cluster is up ({cluster.STATE_FILE}): the benchmark needs its own"
     for plugin in ("bridge", "host-local", "portmap"):
