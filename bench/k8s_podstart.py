@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Context, Outcome
+from bench.common import Context, Outcome, Target
 
 TITLE = "Pod start on a real kubelet: pycni against Go bridge + host-local"
 GO_CONFLIST = "/etc/cni/net.d/00-go-bridge.conflist"
@@ -228,6 +228,16 @@ def _summary(seconds: list[float]) -> str:
 def outcome_of(result: dict[str, Any], elapsed: float) -> Outcome:
     py, go = result["seconds"]["pycni"], result["seconds"]["go"]
     outcome = Outcome(TITLE, samples=len(py), data=result)
+    outcome.targets.append(
+        Target(
+            f"pod start on a real kubelet, created -> Running, {result['pods']} pods (p50 / p99)",
+            "context: Go bridge + host-local on the same node",
+            f"{statistics.median(py):.2f} s / {_percentile(py, 0.99):.2f} s vs"
+            f" {statistics.median(go):.2f} s / {_percentile(go, 0.99):.2f} s"
+            f" ({statistics.median(py) / statistics.median(go):.2f}x at p50)",
+            None,
+        )
+    )
     outcome.lines += [
         f"One node of the Kubernetes lane (`packaging/k8s.sh up --nodes 1 --datapath bridge`:"
         f" kubelet 1.20.2, containerd 1.6): {result['pods']} agnhost pods created at once,"
