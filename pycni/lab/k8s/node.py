@@ -15,10 +15,11 @@ the container engine:
   as overlays whose upper layers are the node's directory; /etc/kubernetes, /etc/cni,
   /opt/cni/bin, /var/lib/cni, /var/lib/containerd, /var/lib/kubelet, /var/log and /tmp bound
   to plain directories of the node (nothing of the machine's shows through there, and
-  overlayfs cannot be the upper layer of containerd's overlay snapshots); a sysfs of the node's network namespace, with the
-  host's cgroup hierarchies moved back under /sys/fs/cgroup; its own /proc, and on it the few
-  kernel tunables the kubelet insists on (`_KUBELET_SYSCTLS`) shown with the values it wants,
-  so that it never writes the host's (with protectKernelDefaults it would only refuse);
+  overlayfs cannot be the upper layer of containerd's overlay snapshots); a sysfs of the
+  node's network namespace, with the host's cgroup hierarchies moved back under
+  /sys/fs/cgroup; its own /proc, and on it the few kernel tunables the kubelet insists on
+  (`_KUBELET_SYSCTLS`) shown with the values it wants, so that it never writes the host's
+  (with protectKernelDefaults it would only refuse);
 - processes enter the node with `nsenter` (`start` for daemons, `run` for commands).
 
 Operator and test path (the Kubernetes lane), never a plugin's.
