@@ -81,7 +81,11 @@ def test_layout_maps_node_paths_to_the_nodes_directory(tmp_path: Path) -> None:
         layout.host_path("/etc/kubernetes/kubelet.conf") == tmp_path / "kubernetes" / "kubelet.conf"
     )
     assert layout.host_path("/var/lib/cni/networks/pycni") == (
-        tmp_path / "overlay" / "var-lib" / "upper" / "cni" / "networks" / "pycni"
+        tmp_path / "cni-state" / "networks" / "pycni"
+    )
+    assert (
+        layout.host_path("/var/lib/misc/x")
+        == tmp_path / "overlay" / "var-lib" / "upper" / "misc" / "x"
     )
     with pytest.raises(ValueError):
         layout.host_path("/usr/bin/true")
@@ -109,6 +113,8 @@ def test_a_node_has_its_own_namespaces_and_files_and_ends_with_its_init(tmp_path
         assert not Path("/etc/cni/net.d/c").exists()
         assert layout.host_path("/var/lib/cni/x/y").is_file()
         assert not Path("/var/lib/cni/x").exists()
+        # and the machine's own /var/lib/cni (leases of other runtimes) does not show inside
+        assert node_mod.run(init.pid, ["ls", "-A", "/var/lib/cni"]).stdout.split() == ["x"]
         assert Path("/proc/sys/kernel/panic_on_oops").read_text() == host_panic_on_oops
     finally:
         init.kill()
