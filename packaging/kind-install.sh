@@ -120,35 +120,8 @@ mapfile -t nodes <"$scratch/nodes.txt"
 # --- NetworkPolicy: what the agent may read with the node's own (kubelet) credentials -----
 if [[ $network_policy == true ]]; then
     say "granting the nodes read access to NetworkPolicies, Pods, Namespaces (ClusterRole pycni-node-netpol)"
-    "${kubectl[@]}" apply -f - <<'EOF' || die "kubectl could not apply the ClusterRole pycni-node-netpol"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: pycni-node-netpol
-rules:
-  - apiGroups: ["networking.k8s.io"]
-    resources: ["networkpolicies"]
-    verbs: ["get", "list", "watch"]
-  - apiGroups: [""]
-    resources: ["pods", "namespaces"]
-    verbs: ["get", "list", "watch"]
-  - apiGroups: [""]
-    resources: ["events"]
-    verbs: ["create"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: pycni-node-netpol
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: pycni-node-netpol
-subjects:
-  - apiGroup: rbac.authorization.k8s.io
-    kind: Group
-    name: system:nodes
-EOF
+    "${kubectl[@]}" apply -f - <"$repo/packaging/kind/pycni-node-netpol.yaml" ||
+        die "kubectl could not apply the ClusterRole pycni-node-netpol"
 else
     "${kubectl[@]}" delete clusterrolebinding,clusterrole pycni-node-netpol --ignore-not-found
 fi

@@ -4,7 +4,6 @@ test_k8s_cluster.py, in the Kubernetes lane.)"""
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
@@ -24,9 +23,9 @@ def test_node_names_and_addresses_are_kinds() -> None:
 
 def test_node_netpol_rbac_is_the_one_kind_install_grants() -> None:
     script = (REPO / "packaging" / "kind-install.sh").read_text()
-    heredoc = re.search(r"apply -f - <<'EOF'.*?\n(.*?)\nEOF\n", script, re.S)
-    assert heredoc is not None
-    assert cluster.NODE_NETPOL_RBAC.strip() == heredoc.group(1).strip()
+    assert 'apply -f - <"$repo/packaging/kind/pycni-node-netpol.yaml"' in script
+    assert cluster.NODE_NETPOL_RBAC == REPO / "packaging" / "kind" / "pycni-node-netpol.yaml"
+    assert "name: pycni-node-netpol" in cluster.NODE_NETPOL_RBAC.read_text()
 
 
 def test_every_datapath_has_its_kind_conflist() -> None:

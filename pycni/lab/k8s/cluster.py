@@ -79,37 +79,8 @@ BUNDLE = REPO / "dist" / "cni" / "bin"
 AGENT = REPO / "dist" / "pycni-agent"
 POLICY_STATE_DIR = "/run/pycni/netpol"
 
-# What packaging/kind-install.sh grants the nodes for NetworkPolicy (the agent runs with the
-# kubelet's credentials); tests/k8s checks that the two stay the same.
-NODE_NETPOL_RBAC = """\
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: pycni-node-netpol
-rules:
-  - apiGroups: ["networking.k8s.io"]
-    resources: ["networkpolicies"]
-    verbs: ["get", "list", "watch"]
-  - apiGroups: [""]
-    resources: ["pods", "namespaces"]
-    verbs: ["get", "list", "watch"]
-  - apiGroups: [""]
-    resources: ["events"]
-    verbs: ["create"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: pycni-node-netpol
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: pycni-node-netpol
-subjects:
-  - apiGroup: rbac.authorization.k8s.io
-    kind: Group
-    name: system:nodes
-"""
+# The NetworkPolicy grant to the nodes, the same file packaging/kind-install.sh applies.
+NODE_NETPOL_RBAC = REPO / "packaging" / "kind" / "pycni-node-netpol.yaml"
 
 
 class ClusterError(RuntimeError):
@@ -704,7 +675,7 @@ def up(count: int = 3, datapath: str = "vxlan") -> None:
     _import_images(nodes)
     say(f"images imported [{time.monotonic() - started:.0f} s]; control plane on {names[0]}")
     _start_control_plane(state, nodes[0])
-    kubectl(["apply", "-f", "-"], input=NODE_NETPOL_RBAC)
+    kubectl(["apply", "-f", "-"], input=NODE_NETPOL_RBAC.read_text())
     _start_cluster_dns(state, nodes[0])
     for node in nodes:
         _start_node_components(state, node, datapath)
