@@ -55,8 +55,9 @@ def test_classify_gives_every_selected_skip_its_reason() -> None:
     by_name = {row.name: row for row in rows}
     assert not_selected == 1  # the [sig-storage] spec: counted, not listed
     assert by_name[NODEPORT + " [Conformance]"].status == "failed"
-    assert by_name[NODEPORT + " [Conformance]"].detail.startswith(
-        "/go/src/k8s.io/kubernetes/test/e2e/network/service.go:1240"
+    assert by_name[NODEPORT + " [Conformance]"].detail == (
+        "service is not reachable within 2m0s timeout on endpoint nodeport-test:80 over TCP "
+        "protocol (service.go:1240)"
     )
     disruptive = by_name[
         "[sig-network] Services should work after restarting apiserver [Disruptive]"
@@ -75,7 +76,7 @@ def test_render_lists_failures_first_and_states_the_default_skips() -> None:
     table = e2e.render(rows, not_selected, skips)
     lines = table.splitlines()
     assert lines[0].startswith("failed") and NODEPORT in lines[0]
-    assert "service.go:1240" in lines[1]
+    assert "service is not reachable" in lines[1] and "(service.go:1240)" in lines[1]
     # the fixture's unexplained skip with no time (not run) still counts as the spec's own
     assert (
         "e2e summary: 1 failed, 1 passed, 2 skipped (spec), 1 skipped (lane), "
@@ -189,3 +190,9 @@ def test_the_internet_standin_answers_the_runners_check_and_logs_it(tmp_path: Pa
     assert "stand-in for the e2e runner's Internet check" in out["body"]
     assert "172.18.0.0/16" in out["env"]["NO_PROXY"] and "10.0.0.0/8" in out["env"]["NO_PROXY"]
     assert len(out["answered"]) == 1 and "GET http://google.com" in out["answered"][0]
+
+
+def test_first_line_without_an_error_string_takes_the_first_message_line() -> None:
+    message = "/x/test/e2e/network/service.go:1025\nExpected\n    <bool>: false\nto be true"
+    assert e2e.first_line(message) == "Expected (service.go:1025)"
+    assert e2e.first_line("") == "(no failure message)"

@@ -55,7 +55,7 @@ DEFAULT_SKIPS: tuple[DefaultSkip, ...] = (
         "Disruptive",
     ),
     DefaultSkip(
-        r"\[Feature:(Ingress|IngressScale|NEG|kubemci|PerformanceDNS|Example)\]",
+        r"\[Feature:(Ingress|IngressScale|NEG|kubemci|Example)\]",
         "needs a cloud ingress controller / load balancer or is an example",
         "Ingress",
     ),
@@ -252,11 +252,20 @@ def classify(
     return rows, not_selected
 
 
+_ERROR_STRING = re.compile(r'^\s*s: "(.*)",?\s*$')
+
+
 def first_line(message: str) -> str:
-    for line in message.splitlines():
-        if line.strip():
-            return html.unescape(line.strip())[:200]
-    return "(no failure message)"
+    """The gist of a ginkgo failure: the wrapped error's text when gomega printed one
+    (`s: "..."`), else the first line that is not a code location; then the location."""
+    lines = [html.unescape(line.strip()) for line in message.splitlines() if line.strip()]
+    location = next((line for line in lines if _LOCATION.match(line)), "")
+    gist = next(
+        (match.group(1) for line in lines if (match := _ERROR_STRING.match(line))),
+        next((line for line in lines if not _LOCATION.match(line)), ""),
+    )
+    where = f" ({location.rsplit('/', 1)[-1]})" if location else ""
+    return (gist[:200] + where) if gist else (location or "(no failure message)")
 
 
 ORDER = ("failed", "passed", "skipped (spec)", "skipped (lane)", "skipped (--skip)")
