@@ -20,7 +20,12 @@ kubeconfig (--kubeconfig; on a kind node the kubelet's), else the pod's service 
 
 With --encryption ipsec, the overlay plugins of the conflist get `"encryption": "ipsec"`
 (docs/encryption.md): the pods' MTU leaves ESP its room and the plugins refuse a kernel without
-ESP; with none (the default) the key is left out.
+ESP; with none (the default) the key is left out. The agent then also keys the node pairs
+(pycni.agent.ipsec_keys): its X25519 key and per-boot nonce as annotations of its Node, the
+peers' xfrm state reconciled before the peers file (and pruned after the overlay's reconcile),
+a check of the SAs' counters every 10 s that rekeys before a sequence number can wrap. With
+none, any xfrm state of pycni's is removed. Stopping leaves the xfrm state as it is: traffic
+goes on with the old keys while the agent restarts.
 
 With --once it lists the nodes, writes what it would write, and exits (an init container's step:
 status 1 while the node has no pod CIDR, so the kubelet retries it).
