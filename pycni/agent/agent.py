@@ -20,7 +20,12 @@ kubeconfig (--kubeconfig; on a kind node the kubelet's), else the pod's service 
 
 With --encryption ipsec, the overlay plugins of the conflist get `"encryption": "ipsec"`
 (docs/encryption.md): the pods' MTU leaves ESP its room and the plugins refuse a kernel without
-ESP; with none (the default) the key is left out.
+ESP; with none (the default) the key is left out. The agent then also keys the node pairs
+(pycni.agent.ipsec_keys): its X25519 key and per-boot nonce as annotations of its Node, the
+peers' xfrm state reconciled before the peers file (and pruned after the overlay's reconcile),
+a check of the SAs' counters every 10 s that rekeys before a sequence number can wrap. With
+none, any xfrm state of pycni's is removed. Stopping leaves the xfrm state as it is: traffic
+goes on with the old keys while the agent restarts.
 
 With --once it lists the nodes, writes what it would write, and exits (an init container's step:
 status 1 while the node has no pod CIDR, so the kubelet retries it).
@@ -197,6 +202,7 @@ class Agent:
     policy_state_dir: Path | None = None  # NetworkPolicy on: pycni-netpol chained last
     encryption: str = encryption_mod.NONE  # IPSEC: the overlay plugins' `encryption`
     keying: Any = None  # IPSEC: a pycni.agent.ipsec_keys.Keying, which keys the xfrm state
+    wrap_check_interval: float = WRAP_CHECK_INTERVAL
     apply_lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
@@ -398,6 +404,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --encryption ipsec: a file (a mounted Secret) whose bytes are mixed into"
         " every IPsec key as HKDF salt; every node needs the same (default: none)",
     )
+    # tests: rekey after fewer packets, check more often (the kernel lane proves the rekey)
+    parser.add_argument("--ipsec-rekey-packets", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ipsec-check-interval", type=float, default=WRAP_CHECK_INTERVAL, help=argparse.SUPPRESS
+    )
     parser.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
     parser.add_argument("--backoff-limit", type=float, default=30.0, help=argparse.SUPPRESS)
 
@@ -436,6 +447,7 @@ def run(args: argparse.Namespace) -> int:
     if agent.encryption == encryption_mod.IPSEC:
         try:
             agent.keying = make_keying(args, template, kube.Client(credentials))
+            agent.wrap_check_interval = getattr(args, "ipsec_check_interval", WRAP_CHECK_INTERVAL)
         except (OSError, ValueError) as err:
             log.error("IPsec: %s", err)
             return 1
@@ -475,6 +487,8 @@ def make_keying(args: argparse.Namespace, template: dict[str, Any], client: Any)
     if psk_file is not None:
         psk = psk_file.read_bytes()
     keying = ipsec_keys.Keying(client, args.node_name, tunnel, psk)
+    if getattr(args, "ipsec_rekey_packets", None):
+        keying.rekey_packets = args.ipsec_rekey_packets
     log.info(
         "IPsec: %s tunnel packets in ESP (%s)", tunnel.kind, "PSK mixed in" if psk else "no PSK"
     )
@@ -573,7 +587,7 @@ def run_until_signalled(agent: Agent, controller: Any = None) -> int:
 
 
 def _check_wraps(agent: Agent) -> None:
-    while not agent.stop.wait(WRAP_CHECK_INTERVAL):
+    while not agent.stop.wait(agent.wrap_check_interval):
         agent.check_wrap()
 
 

@@ -158,6 +158,7 @@ class Keying:
     published: Published | None = None  # what the API server has, as far as we know
     reported: set[str] = field(default_factory=set)  # peers without key, already in an event
     confirmed: bool = False  # the Node has shown this boot's key since it was published
+    rekey_packets: int = REKEY_PACKETS
 
     def publish(self) -> None:
         """PATCH this node's annotations to the current key and nonce."""
@@ -211,9 +212,9 @@ class Keying:
         return changes
 
     def wrap_due(self) -> bool:
-        """Whether one of this node's outgoing SAs has protected REKEY_PACKETS packets."""
+        """Whether one of this node's SAs has protected `rekey_packets` packets."""
         with self.xfrm_factory() as table:
-            return any(sa.owned and sa.packets >= REKEY_PACKETS for sa in table.sas())
+            return any(sa.owned and sa.packets >= self.rekey_packets for sa in table.sas())
 
     def rotate(self) -> None:
         """A new nonce, published: new keys and SPIs with every peer."""
