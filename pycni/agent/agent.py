@@ -56,6 +56,8 @@ HELP = "node agent: write this node's conflist and peers file from the cluster's
 PEER_PLUGINS = tuple(entry.executable for entry in registry.PLUGINS if entry.reconciler)
 NETPOL_PLUGIN = "pycni-netpol"
 POLICY_STATE_DIR = Path("/run/pycni/netpol")
+ANNOTATION_PREFIX = "pycni.io/"
+WRAP_CHECK_INTERVAL = 10.0  # seconds between checks of the ESP SAs' packet counters
 log = logging.getLogger("pycni.agent")
 
 
@@ -64,11 +66,12 @@ log = logging.getLogger("pycni.agent")
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """What the agent needs of a Node object."""
+    """What the agent needs of a Node object (of its annotations, pycni's own)."""
 
     name: str
     internal_ips: tuple[str, ...]
     pod_cidrs: tuple[str, ...]
+    annotations: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> NodeInfo:
@@ -81,7 +84,12 @@ class NodeInfo:
             for a in status.get("addresses") or []
             if isinstance(a, dict) and a.get("type") == "InternalIP" and a.get("address")
         ]
-        return cls(str(meta.get("name", "")), tuple(ips), tuple(cidrs))
+        ours = sorted(
+            (str(k), str(v))
+            for k, v in (meta.get("annotations") or {}).items()
+            if str(k).startswith(ANNOTATION_PREFIX)
+        )
+        return cls(str(meta.get("name", "")), tuple(ips), tuple(cidrs), tuple(ours))
 
     @property
     def node_ip(self) -> str | None:
@@ -188,6 +196,8 @@ class Agent:
     written_peers: list[dict[str, Any]] | None = None
     policy_state_dir: Path | None = None  # NetworkPolicy on: pycni-netpol chained last
     encryption: str = encryption_mod.NONE  # IPSEC: the overlay plugins' `encryption`
+    keying: Any = None  # IPSEC: a pycni.agent.ipsec_keys.Keying, which keys the xfrm state
+    apply_lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def peers_file(self) -> Path | None:
@@ -200,7 +210,8 @@ class Agent:
         while not self.stop.is_set():
             try:
                 items, version = self.client.list_nodes()
-                self.nodes = {n.name: n for n in map(NodeInfo.of, items)}
+                with self.apply_lock:  # the rekey thread reads them
+                    self.nodes = {n.name: n for n in map(NodeInfo.of, items)}
                 log.info("listed %d nodes at resourceVersion %s", len(self.nodes), version)
                 self.apply()
                 self.backoff.reset()
@@ -228,12 +239,13 @@ class Agent:
             if kind == "BOOKMARK":
                 continue
             node = NodeInfo.of(obj)
-            if kind == "DELETED":
-                self.nodes.pop(node.name, None)
-            elif kind in ("ADDED", "MODIFIED"):
-                self.nodes[node.name] = node
-            else:
+            if kind not in ("ADDED", "MODIFIED", "DELETED"):
                 continue
+            with self.apply_lock:  # the rekey thread reads them
+                if kind == "DELETED":
+                    self.nodes.pop(node.name, None)
+                else:
+                    self.nodes[node.name] = node
             log.info("%s node %s", kind.lower(), node.name)
             self.apply()
             if self.stop.is_set():
@@ -241,7 +253,12 @@ class Agent:
         return version
 
     def apply(self) -> None:
-        """Write the node's conflist and the peers file if they changed; reconcile on change."""
+        """Write the node's conflist and the peers file if they changed; reconcile on change.
+        With encryption, the peers' xfrm state first: a peer's tunnel never exists without."""
+        with self.apply_lock:
+            self._apply()
+
+    def _apply(self) -> None:
         own = self.nodes.get(self.node_name)
         if own is None or not own.pod_cidrs:
             log.warning("node %s has no pod CIDR yet: conflist not written", self.node_name)
@@ -257,6 +274,8 @@ class Agent:
         if peers_file is None:
             return
         peers = peer_set(self.nodes.values(), self.node_name)
+        if self.keying is not None and not self.apply_encryption(own, peers, prune=False):
+            return  # no peers file (so no new tunnel) without the peers' xfrm state
         if peers == self.written_peers and not conf_changed:
             return
         write_atomically(peers_file, json.dumps(peers, indent=2) + "\n")
@@ -270,6 +289,48 @@ class Agent:
             # the peers file is right; the datapath is not: try again on the next event
             self.written_peers = None
             log.error("%s; retrying at the next node event", err)
+            return
+        if self.keying is not None:  # the tunnels of departed peers are gone: their xfrm too
+            self.apply_encryption(own, peers, prune=True)
+
+    def apply_encryption(self, own: NodeInfo, peers: list[dict[str, Any]], *, prune: bool) -> bool:
+        """Reconcile the xfrm state of `peers` (keying); False when the kernel refused it.
+        Without `prune` only add: a departed peer's state goes after its tunnel."""
+        from pycni.agent.ipsec_keys import PeerNode
+        from pycni.cni.errors import CniError
+
+        if own.node_ip is None:
+            log.error("node %s has no InternalIP: no IPsec", self.node_name)
+            return False
+        nodes = [
+            PeerNode(p["name"], p["nodeIP"], dict(self.nodes[p["name"]].annotations)) for p in peers
+        ]
+        try:
+            self.keying.apply(own.node_ip, nodes, dict(own.annotations), prune=prune)
+        except CniError as err:
+            self.written_peers = None
+            log.error("IPsec: %s; retrying at the next node event", err.msg)
+            return False
+        except OSError as err:  # no NETLINK_XFRM at all (xfrm_user missing)
+            self.written_peers = None
+            log.error("IPsec: no xfrm netlink in this kernel (modprobe xfrm_user): %s", err)
+            return False
+        return True
+
+    def check_wrap(self) -> None:
+        """Rekey (a new nonce) when an SA nears its sequence number's end, then reconcile."""
+        from pycni.cni.errors import CniError
+
+        try:
+            due = self.keying.wrap_due()
+        except (CniError, OSError) as err:
+            log.error("IPsec: failed to read the SA counters: %s", err)
+            return
+        if due:
+            log.info("IPsec: an SA is near its sequence number's end: rekeying (new nonce)")
+            with self.apply_lock:
+                self.keying.rotate()
+                self._apply()
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -330,6 +391,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " agent, and the conflist's overlay plugin says so (its pods' MTU leaves ESP room;"
         " docs/encryption.md); needs esp4 in the kernel. Default none: in the clear",
     )
+    parser.add_argument(
+        "--ipsec-psk-file",
+        type=Path,
+        default=None,
+        help="with --encryption ipsec: a file (a mounted Secret) whose bytes are mixed into"
+        " every IPsec key as HKDF salt; every node needs the same (default: none)",
+    )
     parser.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
     parser.add_argument("--backoff-limit", type=float, default=30.0, help=argparse.SUPPRESS)
 
@@ -365,6 +433,14 @@ def run(args: argparse.Namespace) -> int:
         encryption=getattr(args, "encryption", encryption_mod.NONE),
     )
     log.info("node %s: managing %s", agent.node_name, agent.conf_path)
+    if agent.encryption == encryption_mod.IPSEC:
+        try:
+            agent.keying = make_keying(args, template, kube.Client(credentials))
+        except (OSError, ValueError) as err:
+            log.error("IPsec: %s", err)
+            return 1
+    else:
+        disable_encryption()
     if args.once:
         return run_once(agent)
     if not policy:
@@ -383,6 +459,42 @@ def run(args: argparse.Namespace) -> int:
         backoff_limit=args.backoff_limit,
     )
     return run_until_signalled(agent, controller)
+
+
+def make_keying(args: argparse.Namespace, template: dict[str, Any], client: Any) -> Any:
+    """The IPsec keying of --encryption ipsec (ValueError: no overlay to encrypt)."""
+    from pycni.agent import ipsec_keys
+
+    tunnel = ipsec_keys.tunnel_of(template)
+    if tunnel is None:
+        raise ValueError(
+            f"--encryption ipsec needs a pycni-vxlan or pycni-ipip template, not {args.template}"
+        )
+    psk = b""
+    psk_file = getattr(args, "ipsec_psk_file", None)
+    if psk_file is not None:
+        psk = psk_file.read_bytes()
+    keying = ipsec_keys.Keying(client, args.node_name, tunnel, psk)
+    log.info(
+        "IPsec: %s tunnel packets in ESP (%s)", tunnel.kind, "PSK mixed in" if psk else "no PSK"
+    )
+    return keying
+
+
+def disable_encryption() -> None:
+    """--encryption none: remove any xfrm state of pycni's (a node where it was on before)."""
+    from pycni.cni.errors import CniError
+    from pycni.datapath import ipsec
+    from pycni.netlink.xfrm import Xfrm
+
+    try:
+        with Xfrm() as table:
+            removed = ipsec.clear(table)
+    except (CniError, OSError) as err:  # no xfrm_user in this kernel: nothing of ours either
+        log.debug("no xfrm state to clear: %s", err)
+        return
+    if removed:
+        log.info("IPsec is off on this node: removed %d xfrm policies and SAs", removed)
 
 
 def disable_policy(args: argparse.Namespace) -> None:
@@ -430,6 +542,7 @@ def run_until_signalled(agent: Agent, controller: Any = None) -> int:
     come back before returning. The policy table is left as it is: enforcement holds while
     the agent restarts."""
     worker = threading.Thread(target=agent.run, name="pycni-agent", daemon=True)
+    rekey = threading.Thread(target=_check_wraps, args=(agent,), name="pycni-rekey", daemon=True)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
@@ -440,6 +553,8 @@ def run_until_signalled(agent: Agent, controller: Any = None) -> int:
         if controller is not None:
             controller.start()
         worker.start()
+        if agent.keying is not None:
+            rekey.start()
         while worker.is_alive() and not agent.stop.is_set():
             agent.stop.wait(1.0)
         agent.shutdown()
@@ -455,6 +570,11 @@ def run_until_signalled(agent: Agent, controller: Any = None) -> int:
         return 1
     log.info("stopped")
     return 0
+
+
+def _check_wraps(agent: Agent) -> None:
+    while not agent.stop.wait(WRAP_CHECK_INTERVAL):
+        agent.check_wrap()
 
 
 def reconcile_conflist(conf_path: Path) -> list[str]:

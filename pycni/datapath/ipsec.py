@@ -128,8 +128,14 @@ def desired(
     return sas, sps
 
 
-def reconcile(xfrm: Xfrm, local: IP, tunnel: Tunnel, peers: Iterable[Peer]) -> Changes:
-    """Make the kernel's pycni-owned xfrm state exactly `desired(local, tunnel, peers)`."""
+def reconcile(
+    xfrm: Xfrm, local: IP, tunnel: Tunnel, peers: Iterable[Peer], *, prune: bool = True
+) -> Changes:
+    """Make the kernel's pycni-owned xfrm state exactly `desired(local, tunnel, peers)`.
+    Without `prune`, only add (and replace SAs): the state of a peer that left stays until
+    its tunnel is gone (the agent prunes after the overlay's reconcile), so no packet to it
+    ever leaves in the clear meanwhile."""
+    peers = list(peers)
     want_sas, want_sps = desired(local, tunnel, peers)
     # larval SAs (SPI 0, made by the kernel while a policy waits for keys) expire by themselves
     have_sas = [sa for sa in xfrm.sas() if sa.owned and sa.spi != 0]
@@ -149,6 +155,10 @@ def reconcile(xfrm: Xfrm, local: IP, tunnel: Tunnel, peers: Iterable[Peer]) -> C
         if not any(sp.same(h) for h in have_sps):
             xfrm.add_sp(sp, update=True)  # update: the same selector with other settings
             added.append(str(sp))
+    if not prune:  # leave the state of the peers not listed
+        listed = {peer.address for peer in peers}
+        have_sps = [sp for sp in have_sps if _remote(sp.src, sp.dst, local) in listed]
+        have_sas = [sa for sa in have_sas if _remote(sa.src, sa.dst, local) in listed]
     wanted_sp_keys = {sp.key for sp in want_sps}
     for sp in have_sps:
         if sp.key not in wanted_sp_keys:
@@ -159,6 +169,10 @@ def reconcile(xfrm: Xfrm, local: IP, tunnel: Tunnel, peers: Iterable[Peer]) -> C
             xfrm.delete_sa(sa.dst, sa.spi)
             removed.append(str(sa))
     return Changes(added, removed)
+
+
+def _remote(src: IP, dst: IP, local: IP) -> IP:
+    return dst if src == local else src
 
 
 def clear(xfrm: Xfrm) -> int:

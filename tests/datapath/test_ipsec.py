@@ -42,7 +42,11 @@ def test_reconcile_policies(netns: Netns) -> None:
         changes = ipsec.reconcile(table, LOCAL, ipsec.Tunnel("vxlan", 8472), peers)
         assert len(changes.added) == 4 and not changes.removed
         assert not ipsec.reconcile(table, LOCAL, ipsec.Tunnel("vxlan", 8472), peers)
-        # P2 gone, the datapath switched to IPIP: the VXLAN policies go, IPIP's come
+        # P2 gone, without prune: its policies stay (until its tunnel is gone)
+        changes = ipsec.reconcile(table, LOCAL, ipsec.Tunnel("vxlan", 8472), peers[:1], prune=False)
+        assert not changes
+        assert len([sp for sp in table.sps() if sp.owned]) == 4
+        # then with prune, and the datapath switched to IPIP: the VXLAN policies go, IPIP's come
         changes = ipsec.reconcile(table, LOCAL, ipsec.Tunnel("ipip"), peers[:1])
         assert len(changes.added) == 2 and len(changes.removed) == 4
         assert {sp.key for sp in table.sps() if sp.owned} == {

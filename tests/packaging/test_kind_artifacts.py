@@ -155,12 +155,13 @@ def test_strict_validation_catches_a_misspelled_field() -> None:
     assert problems and all("hostNetwrok" in p for p in problems), problems
 
 
-def test_rbac_reads_and_creates_only_events() -> None:
-    """Nodes for the overlay; NetworkPolicies, Pods and Namespaces read for policy; Events
-    created (a policy that cannot be enforced); nothing else."""
+def test_rbac_reads_patches_nodes_and_creates_only_events() -> None:
+    """Nodes read for the overlay and patched (the node's own IPsec key annotations);
+    NetworkPolicies, Pods and Namespaces read for policy; Events created (a policy that cannot
+    be enforced, an IPsec peer without key); nothing else."""
     role = manifest()[1]
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
         {
             "apiGroups": ["networking.k8s.io"],
             "resources": ["networkpolicies"],
