@@ -27,7 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import dataplane, ipsec, latency, netpol, overlay, portmap_suite, routed, scale
+from bench import (
+    dataplane,
+    ipsec,
+    k8s_podstart,
+    latency,
+    netpol,
+    overlay,
+    portmap_suite,
+    routed,
+    scale,
+)
 from bench.common import BUNDLE, FULL, GO_DIR, REPO, SMOKE, Context, Outcome, verdict, versions
 from bench.startup import become_subreaper, machine
 
@@ -52,6 +62,7 @@ SUITES = [
     Suite("dataplane-ipip", routed.throughput_suite),
     Suite("dataplane-ipsec", ipsec.suite),
     Suite("netpol", netpol.suite),
+    Suite("k8s-podstart", k8s_podstart.suite),
 ]
 
 
