@@ -131,3 +131,26 @@ def test_pycni_validate_knows_the_key(tmp_path: Path, datapath: str) -> None:
         assert report.errors == [] and report.notes == [], report
     report = validate.check_file(str(conflist("wireguard")))
     assert [(e.code, "$.plugins[0].encryption" in e.msg) for e in report.errors] == [(7, True)]
+
+
+def test_turning_encryption_on_under_existing_pods_is_drift_for_check(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """What docs/encryption.md says of pods made before: the tunnel device's MTU is drift
+    until a reconcile repairs it, then the older pod's interface is (no ESP needed for CHECK
+    or reconcile, so the host kernel shows it)."""
+    cluster = cluster_factory(2, datapath="vxlan")
+    node1 = cluster.nodes["node1"]
+    pod = node1.node.add_pod("a", cluster.conflist(node1))
+    assert pod.ns.ip_json("link", "show", "eth0")[0]["mtu"] == 1450
+    cluster.vxlan["encryption"] = "ipsec"
+    conf = cluster.conflist(node1)
+    runtime = node1.node.runtime()
+    with pytest.raises(PluginError) as err:
+        runtime.check(conf, pod.container_id, pod.ns.path, "eth0")
+    assert err.value.code == 104 and "repair vxlan device 'pycni.1' (mtu 1416" in err.value.msg
+    cluster.reconcile(node1)
+    with pytest.raises(PluginError) as err:
+        runtime.check(conf, pod.container_id, pod.ns.path, "eth0")
+    assert err.value.code == 104
+    assert "interface 'eth0' has MTU 1450, expected 1416" in err.value.msg, err.value.msg
