@@ -3,12 +3,16 @@
 #
 #   packaging/build.sh                                   # dist/cni/bin and dist/pycni-agent
 #   kind create cluster --config conf/kind/kind-multi-ipv4.yaml
-#   packaging/kind-install.sh [--name kind] [--datapath vxlan] [--network-policy true] [--no-wait]
+#   packaging/kind-install.sh [--name kind] [--datapath vxlan] [--network-policy true]
+#                             [--encryption none] [--no-wait]
 #
 # --datapath: bridge | vxlan | ipip-always | ipip-crosssubnet | ipip-never (default vxlan);
 # conf/kind/00-pycni-<datapath>.conflist is the template.
 # --network-policy: true (default) or false: the agent enforces NetworkPolicy (docs/networkpolicy.md)
 # and pycni-netpol is chained into the conflist; false removes both.
+# --encryption: none (default) or ipsec: the VXLAN/IPIP packets between nodes travel as IPsec ESP,
+# keyed by the agents (docs/encryption.md); the conflist's overlay plugin says so. Needs esp4 in the
+# kernel of the machine kind runs on; with vxlan, ipip-always or ipip-crosssubnet only.
 #
 # For each node (a container named as the node, as kind names them), through the container
 # engine (docker, or podman: KIND_EXPERIMENTAL_PROVIDER, as kind itself reads it, or whichever
@@ -39,6 +43,7 @@ say() { printf '==> %s\n' "$*"; }
 name=kind
 datapath=vxlan
 network_policy=true
+encryption=none
 wait_ready=1
 while (($#)); do
     case $1 in
@@ -46,6 +51,8 @@ while (($#)); do
         --datapath) datapath=${2:?--datapath needs a value}; shift 2 ;;
         --network-policy) network_policy=${2:?--network-policy needs true or false}; shift 2 ;;
         --network-policy=*) network_policy=${1#*=}; shift ;;
+        --encryption) encryption=${2:?--encryption needs none or ipsec}; shift 2 ;;
+        --encryption=*) encryption=${1#*=}; shift ;;
         --no-wait) wait_ready=0; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (try --help)" ;;
@@ -58,6 +65,15 @@ case $network_policy in
 esac
 template=$repo/conf/kind/00-pycni-$datapath.conflist
 [[ -f $template ]] || die "unknown datapath '$datapath': choose one of ${DATAPATHS[*]}"
+case $encryption in
+    none) ;;
+    ipsec)
+        case $datapath in
+            vxlan | ipip-always | ipip-crosssubnet) ;;
+            *) die "--encryption ipsec encrypts the tunnel packets: datapath '$datapath' has none (use vxlan, ipip-always or ipip-crosssubnet)" ;;
+        esac ;;
+    *) die "--encryption '$encryption': expected none or ipsec" ;;
+esac
 bundle=$repo/dist/cni/bin
 agent=$repo/dist/pycni-agent
 [[ -x $bundle/pycni-host-local ]] || die "$bundle has no frozen plugins: run packaging/build.sh"
@@ -81,7 +97,7 @@ trap 'rm -rf "$scratch"' EXIT
 say "reading the nodes of kind cluster '$name' (kubectl --context kind-$name)"
 "${kubectl[@]}" get nodes -o json >"$scratch/nodes.json" \
     || die "kubectl could not list the nodes of cluster '$name' (is it running? kind get clusters)"
-PYTHONPATH=$repo python3 - "$scratch" "$template" "$network_policy" >"$scratch/nodes.txt" <<'EOF'
+PYTHONPATH=$repo python3 - "$scratch" "$template" "$network_policy" "$encryption" >"$scratch/nodes.txt" <<'EOF'
 import json, sys
 from pathlib import Path
 from pycni.agent.agent import POLICY_STATE_DIR, NodeInfo, render_conflist
@@ -94,7 +110,7 @@ if missing or not items:
     sys.exit(f"kind-install.sh: ERROR: no pod CIDR on node(s) {', '.join(missing) or '(none listed)'}:"
              " the controller manager allocates them (kind's default); wait and try again")
 for node in map(NodeInfo.of, items):
-    conflist = render_conflist(template, node, policy)
+    conflist = render_conflist(template, node, policy, sys.argv[4])
     (scratch / f"{node.name}.conflist").write_text(json.dumps(conflist, indent=2) + "\n")
     print(node.name)
 EOF
@@ -104,35 +120,8 @@ mapfile -t nodes <"$scratch/nodes.txt"
 # --- NetworkPolicy: what the agent may read with the node's own (kubelet) credentials -----
 if [[ $network_policy == true ]]; then
     say "granting the nodes read access to NetworkPolicies, Pods, Namespaces (ClusterRole pycni-node-netpol)"
-    "${kubectl[@]}" apply -f - <<'EOF' || die "kubectl could not apply the ClusterRole pycni-node-netpol"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: pycni-node-netpol
-rules:
-  - apiGroups: ["networking.k8s.io"]
-    resources: ["networkpolicies"]
-    verbs: ["get", "list", "watch"]
-  - apiGroups: [""]
-    resources: ["pods", "namespaces"]
-    verbs: ["get", "list", "watch"]
-  - apiGroups: [""]
-    resources: ["events"]
-    verbs: ["create"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: pycni-node-netpol
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: pycni-node-netpol
-subjects:
-  - apiGroup: rbac.authorization.k8s.io
-    kind: Group
-    name: system:nodes
-EOF
+    "${kubectl[@]}" apply -f - <"$repo/packaging/kind/pycni-node-netpol.yaml" ||
+        die "kubectl could not apply the ClusterRole pycni-node-netpol"
 else
     "${kubectl[@]}" delete clusterrolebinding,clusterrole pycni-node-netpol --ignore-not-found
 fi
@@ -164,7 +153,7 @@ Description=pycni node agent (peers file and overlay from the Node objects; Netw
 After=kubelet.service
 
 [Service]
-ExecStart=/opt/pycni/agent/pycni-agent --node-name $node --template /opt/pycni/conf/$conf_name --conf-dir /etc/cni/net.d --kubeconfig /etc/kubernetes/kubelet.conf --network-policy=$network_policy --policy-state-dir /run/pycni/netpol
+ExecStart=/opt/pycni/agent/pycni-agent --node-name $node --template /opt/pycni/conf/$conf_name --conf-dir /etc/cni/net.d --kubeconfig /etc/kubernetes/kubelet.conf --network-policy=$network_policy --policy-state-dir /run/pycni/netpol --encryption=$encryption
 Restart=always
 RestartSec=2
 

@@ -20,6 +20,11 @@ IPIP carries IPv4 only: a config with an IPv6 pod CIDR and encapsulation other t
 refused (code 7); IPv6 is always routed directly. A kernel without IPIP (`ip link add type
 ipip` answers "Unknown device type": no `ipip` module) makes STATUS not ready (50) and ADD
 fail with 50 when the config needs the tunnel.
+
+`"encryption": "ipsec"` (pycni.datapath.encryption, docs/encryption.md): the node agent keys
+IPsec ESP for the IPIP packets between nodes; the plugin sends every peer through the tunnel
+(CrossSubnet's direct routes would be clear text; Never is refused, 7), leaves ESP room in the
+MTU, and on a kernel without ESP answers STATUS and ADD with 50 before making anything.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pycni.cni.ip import IP, Prefix
 from pycni.cni.record import Record
 from pycni.cni.result import DNS, IPConfig, Result, Route, parse_prefix
 from pycni.cni.rollback import Rollback
-from pycni.datapath import node, peers, pod, routed
+from pycni.datapath import encryption, node, peers, pod, routed
 from pycni.datapath.routed import ALWAYS, NEVER, Routing
 from pycni.netlink import Rtnl
 from pycni.validators import ipip as schema
@@ -75,6 +80,13 @@ def parse_conf(c: dict[str, object]) -> IpipConf:
     raw_dns = c.get("dns")
     dns = Result.from_json({"dns": raw_dns}, "$").dns if isinstance(raw_dns, dict) else None
     encapsulation = str(c.get("encapsulation") or ALWAYS)
+    encrypt = encryption.parse(c.get("encryption"))
+    if encrypt == encryption.IPSEC and encapsulation == NEVER:
+        raise ConfigError(
+            "$.encryption",
+            "ipsec encrypts the IPIP tunnel's packets and encapsulation Never sends the pods'"
+            " packets without a tunnel, in the clear: use encapsulation Always or CrossSubnet",
+        )
     pod_cidrs = peers.pod_cidrs(c.get("ipam"))
     if encapsulation != NEVER:
         for n, cidr in enumerate(pod_cidrs):
@@ -94,6 +106,7 @@ def parse_conf(c: dict[str, object]) -> IpipConf:
     return IpipConf(
         routing=Routing(
             encapsulation=encapsulation,
+            encryption=encrypt,
             local_ip=local_ip,
             mtu=mtu if isinstance(mtu, int) else None,
             peer_source=peers.parse_source(c, schema.check_peer),
@@ -109,6 +122,8 @@ def parse_conf(c: dict[str, object]) -> IpipConf:
 
 
 def cmd_add(call: Call, conf: IpipConf) -> Result:
+    if conf.routing.encryption == encryption.IPSEC:
+        encryption.require_esp()  # before anything is made: no half-made pod or tunnel
     # Rollback inside Rtnl: the undo steps use the socket, so it must close after them.
     with Rtnl() as host, Rollback() as undo:
         plan = routed.sync(host, conf.routing)  # the node's tunnel and peer routes, as every ADD
@@ -169,8 +184,14 @@ def cmd_status(call: Call, conf: IpipConf) -> None:
             plan = routed.sync(host, conf.routing, dry_run=True)
         except CniError as err:
             raise CniError(Code.NOT_AVAILABLE, err.msg, err.details) from None
+        missing = []  # what the kernel lacks, all of it at once: the tunnel, ESP
         if plan.needs_tunnel and not routed.tunnel_works(host):
-            raise CniError(Code.NOT_AVAILABLE, routed.no_ipip_message(conf.routing))
+            missing.append(routed.no_ipip_message(conf.routing))
+        esp = encryption.esp_problem() if conf.routing.encryption == encryption.IPSEC else None
+        if esp is not None:
+            missing.append(esp)
+        if missing:
+            raise CniError(Code.NOT_AVAILABLE, "; ".join(missing))
         if not _routes_gateway_elsewhere(host):
             raise CniError(
                 Code.NOT_AVAILABLE,

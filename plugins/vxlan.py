@@ -13,6 +13,10 @@ node, exactly:
 (pycni.datapath.overlay). `pycni reconcile --conf FILE` brings the device, its address,
 routes, neighbours and FDB entries to exactly the peer set: joined nodes added, departed ones
 removed, drift repaired. Unchanged, it costs five netlink round trips; every ADD runs it.
+
+`"encryption": "ipsec"` (pycni.datapath.encryption, docs/encryption.md): the node agent keys
+IPsec ESP for the VXLAN packets between nodes; the plugin leaves ESP room in the MTU, needs an
+IPv4 underlay, and on a kernel without ESP answers STATUS and ADD with 50 before making anything.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pycni.cni.ip import IP, Prefix
 from pycni.cni.record import Record
 from pycni.cni.result import DNS, Result, parse_prefix
 from pycni.cni.rollback import Rollback
-from pycni.datapath import bridge, overlay, peers, pod
+from pycni.datapath import bridge, encryption, overlay, peers, pod
 from pycni.datapath.bridge import DEFAULT_BRIDGE, BridgeConf
 from pycni.datapath.overlay import Overlay
 from pycni.netlink import Rtnl
@@ -82,6 +86,7 @@ def parse_conf(c: dict[str, object]) -> VxlanConf:
             port=port if isinstance(port, int) else DEFAULT_PORT,
             local_ip=local_ip,
             mtu=mtu if isinstance(mtu, int) else None,
+            encryption=encryption.parse(c.get("encryption")),
             repair=bool(c.get("repair")),
             peer_source=peers.parse_source(c, schema.check_peer),
             pod_cidrs=pod_cidrs,
@@ -98,9 +103,14 @@ def parse_conf(c: dict[str, object]) -> VxlanConf:
 
 
 def cmd_add(call: Call, conf: VxlanConf) -> Result:
+    encrypted = conf.overlay.encryption == encryption.IPSEC
+    if encrypted:  # before anything is made: a kernel without ESP gets no half-made pod
+        encryption.require_esp()
     # Rollback inside Rtnl: the undo steps use the socket, so it must close after them.
     with Rtnl() as host, Rollback() as undo:
         underlay = peers.find_underlay(host, conf.overlay.local_ip)
+        if encrypted:
+            encryption.require_ipv4_underlay(underlay.local_ip)
         overlay.sync(host, conf.overlay, underlay, peers.load(conf.overlay.peer_source))
         # the pod, on the node bridge as pycni-bridge attaches it, with the overlay's MTU
         result = bridge.attach(host, undo, call, bridge_conf(conf, underlay))
@@ -128,9 +138,13 @@ def cmd_check(call: Call, conf: VxlanConf) -> None:
 def cmd_status(call: Call, conf: VxlanConf) -> None:
     with Rtnl() as host:
         try:
-            peers.find_underlay(host, conf.overlay.local_ip)
+            underlay = peers.find_underlay(host, conf.overlay.local_ip)
+            if conf.overlay.encryption == encryption.IPSEC:
+                encryption.require_ipv4_underlay(underlay.local_ip)
         except CniError as err:
             raise CniError(Code.NOT_AVAILABLE, err.msg) from None
+    if conf.overlay.encryption == encryption.IPSEC:
+        encryption.require_esp()
     problem = peers.source_problem(conf.overlay.peer_source)
     if problem is not None:
         raise CniError(Code.NOT_AVAILABLE, problem)

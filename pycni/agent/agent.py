@@ -18,6 +18,15 @@ new list; any other failure by a retry with bounded exponential backoff. While t
 cannot be reached, the last good peer set stays in place, and the log says so. Credentials: a
 kubeconfig (--kubeconfig; on a kind node the kubelet's), else the pod's service account.
 
+With --encryption ipsec, the overlay plugins of the conflist get `"encryption": "ipsec"`
+(docs/encryption.md): the pods' MTU leaves ESP its room and the plugins refuse a kernel without
+ESP; with none (the default) the key is left out. The agent then also keys the node pairs
+(pycni.agent.ipsec_keys): its X25519 key and per-boot nonce as annotations of its Node, the
+peers' xfrm state reconciled before the peers file (and pruned after the overlay's reconcile),
+a check of the SAs' counters every 10 s that rekeys before a sequence number can wrap. With
+none, any xfrm state of pycni's is removed. Stopping leaves the xfrm state as it is: traffic
+goes on with the old keys while the agent restarts.
+
 With --once it lists the nodes, writes what it would write, and exits (an init container's step:
 status 1 while the node has no pod CIDR, so the kubelet retries it).
 
@@ -40,6 +49,7 @@ from types import FrameType
 from typing import Any
 
 from pycni.cni import registry
+from pycni.datapath import encryption as encryption_mod
 
 # pycni.agent.kube (ssl, http.client: ~45 ms) is imported where the agent runs, not when `pycni`
 # builds its parser
@@ -51,6 +61,8 @@ HELP = "node agent: write this node's conflist and peers file from the cluster's
 PEER_PLUGINS = tuple(entry.executable for entry in registry.PLUGINS if entry.reconciler)
 NETPOL_PLUGIN = "pycni-netpol"
 POLICY_STATE_DIR = Path("/run/pycni/netpol")
+ANNOTATION_PREFIX = "pycni.io/"
+WRAP_CHECK_INTERVAL = 10.0  # seconds between checks of the ESP SAs' packet counters
 log = logging.getLogger("pycni.agent")
 
 
@@ -59,11 +71,12 @@ log = logging.getLogger("pycni.agent")
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """What the agent needs of a Node object."""
+    """What the agent needs of a Node object (of its annotations, pycni's own)."""
 
     name: str
     internal_ips: tuple[str, ...]
     pod_cidrs: tuple[str, ...]
+    annotations: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> NodeInfo:
@@ -76,7 +89,12 @@ class NodeInfo:
             for a in status.get("addresses") or []
             if isinstance(a, dict) and a.get("type") == "InternalIP" and a.get("address")
         ]
-        return cls(str(meta.get("name", "")), tuple(ips), tuple(cidrs))
+        ours = sorted(
+            (str(k), str(v))
+            for k, v in (meta.get("annotations") or {}).items()
+            if str(k).startswith(ANNOTATION_PREFIX)
+        )
+        return cls(str(meta.get("name", "")), tuple(ips), tuple(cidrs), tuple(ours))
 
     @property
     def node_ip(self) -> str | None:
@@ -98,20 +116,28 @@ def peer_set(nodes: Iterable[NodeInfo], own_name: str) -> list[dict[str, Any]]:
 
 
 def render_conflist(
-    template: dict[str, Any], node: NodeInfo, policy_state_dir: Path | None = None
+    template: dict[str, Any],
+    node: NodeInfo,
+    policy_state_dir: Path | None = None,
+    encryption: str = encryption_mod.NONE,
 ) -> dict[str, Any]:
     """The template with the node's pod CIDRs as IPAM ranges (one range set per CIDR, as
-    host-local wants them) and, for an overlay plugin, its InternalIP as localIP. With
-    `policy_state_dir` (NetworkPolicy on), pycni-netpol is chained last with that stateDir;
-    without, any pycni-netpol of the template is left out."""
+    host-local wants them) and, for an overlay plugin, its InternalIP as localIP and the
+    agent's `encryption` ("ipsec"; none: any `encryption` of the template's is left out, so
+    the agent's flag decides). With `policy_state_dir` (NetworkPolicy on), pycni-netpol is
+    chained last with that stateDir; without, any pycni-netpol of the template is left out."""
     conflist: dict[str, Any] = json.loads(json.dumps(template))
     plugins = [p for p in conflist.get("plugins", []) if p.get("type") != NETPOL_PLUGIN]
     for plugin in plugins:
         ipam = plugin.get("ipam")
         if isinstance(ipam, dict) and "ranges" in ipam:
             ipam["ranges"] = [[{"subnet": cidr}] for cidr in node.pod_cidrs]
-        if plugin.get("type") in PEER_PLUGINS and node.node_ip is not None:
-            plugin["localIP"] = node.node_ip
+        if plugin.get("type") in PEER_PLUGINS:
+            if node.node_ip is not None:
+                plugin["localIP"] = node.node_ip
+            plugin.pop("encryption", None)
+            if encryption == encryption_mod.IPSEC:
+                plugin["encryption"] = encryption
     if policy_state_dir is not None:
         plugins.append({"type": NETPOL_PLUGIN, "stateDir": str(policy_state_dir)})
     if "plugins" in conflist:
@@ -174,6 +200,10 @@ class Agent:
     written_conf: str | None = None
     written_peers: list[dict[str, Any]] | None = None
     policy_state_dir: Path | None = None  # NetworkPolicy on: pycni-netpol chained last
+    encryption: str = encryption_mod.NONE  # IPSEC: the overlay plugins' `encryption`
+    keying: Any = None  # IPSEC: a pycni.agent.ipsec_keys.Keying, which keys the xfrm state
+    wrap_check_interval: float = WRAP_CHECK_INTERVAL
+    apply_lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def peers_file(self) -> Path | None:
@@ -186,7 +216,8 @@ class Agent:
         while not self.stop.is_set():
             try:
                 items, version = self.client.list_nodes()
-                self.nodes = {n.name: n for n in map(NodeInfo.of, items)}
+                with self.apply_lock:  # the rekey thread reads them
+                    self.nodes = {n.name: n for n in map(NodeInfo.of, items)}
                 log.info("listed %d nodes at resourceVersion %s", len(self.nodes), version)
                 self.apply()
                 self.backoff.reset()
@@ -214,12 +245,13 @@ class Agent:
             if kind == "BOOKMARK":
                 continue
             node = NodeInfo.of(obj)
-            if kind == "DELETED":
-                self.nodes.pop(node.name, None)
-            elif kind in ("ADDED", "MODIFIED"):
-                self.nodes[node.name] = node
-            else:
+            if kind not in ("ADDED", "MODIFIED", "DELETED"):
                 continue
+            with self.apply_lock:  # the rekey thread reads them
+                if kind == "DELETED":
+                    self.nodes.pop(node.name, None)
+                else:
+                    self.nodes[node.name] = node
             log.info("%s node %s", kind.lower(), node.name)
             self.apply()
             if self.stop.is_set():
@@ -227,12 +259,17 @@ class Agent:
         return version
 
     def apply(self) -> None:
-        """Write the node's conflist and the peers file if they changed; reconcile on change."""
+        """Write the node's conflist and the peers file if they changed; reconcile on change.
+        With encryption, the peers' xfrm state first: a peer's tunnel never exists without."""
+        with self.apply_lock:
+            self._apply()
+
+    def _apply(self) -> None:
         own = self.nodes.get(self.node_name)
         if own is None or not own.pod_cidrs:
             log.warning("node %s has no pod CIDR yet: conflist not written", self.node_name)
             return
-        conflist = render_conflist(self.template, own, self.policy_state_dir)
+        conflist = render_conflist(self.template, own, self.policy_state_dir, self.encryption)
         conf_text = json.dumps(conflist, indent=2) + "\n"
         conf_changed = conf_text != self.written_conf
         if conf_changed:
@@ -243,6 +280,8 @@ class Agent:
         if peers_file is None:
             return
         peers = peer_set(self.nodes.values(), self.node_name)
+        if self.keying is not None and not self.apply_encryption(own, peers, prune=False):
+            return  # no peers file (so no new tunnel) without the peers' xfrm state
         if peers == self.written_peers and not conf_changed:
             return
         write_atomically(peers_file, json.dumps(peers, indent=2) + "\n")
@@ -256,6 +295,48 @@ class Agent:
             # the peers file is right; the datapath is not: try again on the next event
             self.written_peers = None
             log.error("%s; retrying at the next node event", err)
+            return
+        if self.keying is not None:  # the tunnels of departed peers are gone: their xfrm too
+            self.apply_encryption(own, peers, prune=True)
+
+    def apply_encryption(self, own: NodeInfo, peers: list[dict[str, Any]], *, prune: bool) -> bool:
+        """Reconcile the xfrm state of `peers` (keying); False when the kernel refused it.
+        Without `prune` only add: a departed peer's state goes after its tunnel."""
+        from pycni.agent.ipsec_keys import PeerNode
+        from pycni.cni.errors import CniError
+
+        if own.node_ip is None:
+            log.error("node %s has no InternalIP: no IPsec", self.node_name)
+            return False
+        nodes = [
+            PeerNode(p["name"], p["nodeIP"], dict(self.nodes[p["name"]].annotations)) for p in peers
+        ]
+        try:
+            self.keying.apply(own.node_ip, nodes, dict(own.annotations), prune=prune)
+        except CniError as err:
+            self.written_peers = None
+            log.error("IPsec: %s; retrying at the next node event", err.msg)
+            return False
+        except OSError as err:  # no NETLINK_XFRM at all (xfrm_user missing)
+            self.written_peers = None
+            log.error("IPsec: no xfrm netlink in this kernel (modprobe xfrm_user): %s", err)
+            return False
+        return True
+
+    def check_wrap(self) -> None:
+        """Rekey (a new nonce) when an SA nears its sequence number's end, then reconcile."""
+        from pycni.cni.errors import CniError
+
+        try:
+            due = self.keying.wrap_due()
+        except (CniError, OSError) as err:
+            log.error("IPsec: failed to read the SA counters: %s", err)
+            return
+        if due:
+            log.info("IPsec: an SA is near its sequence number's end: rekeying (new nonce)")
+            with self.apply_lock:
+                self.keying.rotate()
+                self._apply()
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -308,6 +389,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=POLICY_STATE_DIR,
         help=f"what the agent and pycni-netpol share (default {POLICY_STATE_DIR})",
     )
+    parser.add_argument(
+        "--encryption",
+        choices=(encryption_mod.NONE, encryption_mod.IPSEC),
+        default=encryption_mod.NONE,
+        help="ipsec: the VXLAN/IPIP packets between nodes travel as IPsec ESP, keyed by this"
+        " agent, and the conflist's overlay plugin says so (its pods' MTU leaves ESP room;"
+        " docs/encryption.md); needs esp4 in the kernel. Default none: in the clear",
+    )
+    parser.add_argument(
+        "--ipsec-psk-file",
+        type=Path,
+        default=None,
+        help="with --encryption ipsec: a file (a mounted Secret) whose bytes are mixed into"
+        " every IPsec key as HKDF salt; every node needs the same (default: none)",
+    )
+    # tests: rekey after fewer packets, check more often (the kernel lane proves the rekey)
+    parser.add_argument("--ipsec-rekey-packets", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ipsec-check-interval", type=float, default=WRAP_CHECK_INTERVAL, help=argparse.SUPPRESS
+    )
     parser.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
     parser.add_argument("--backoff-limit", type=float, default=30.0, help=argparse.SUPPRESS)
 
@@ -340,8 +441,18 @@ def run(args: argparse.Namespace) -> int:
         backoff=Backoff(limit=args.backoff_limit),
         watch_timeout=args.watch_timeout,
         policy_state_dir=args.policy_state_dir if policy else None,
+        encryption=getattr(args, "encryption", encryption_mod.NONE),
     )
     log.info("node %s: managing %s", agent.node_name, agent.conf_path)
+    if agent.encryption == encryption_mod.IPSEC:
+        try:
+            agent.keying = make_keying(args, template, kube.Client(credentials))
+            agent.wrap_check_interval = getattr(args, "ipsec_check_interval", WRAP_CHECK_INTERVAL)
+        except (OSError, ValueError) as err:
+            log.error("IPsec: %s", err)
+            return 1
+    else:
+        disable_encryption()
     if args.once:
         return run_once(agent)
     if not policy:
@@ -360,6 +471,44 @@ def run(args: argparse.Namespace) -> int:
         backoff_limit=args.backoff_limit,
     )
     return run_until_signalled(agent, controller)
+
+
+def make_keying(args: argparse.Namespace, template: dict[str, Any], client: Any) -> Any:
+    """The IPsec keying of --encryption ipsec (ValueError: no overlay to encrypt)."""
+    from pycni.agent import ipsec_keys
+
+    tunnel = ipsec_keys.tunnel_of(template)
+    if tunnel is None:
+        raise ValueError(
+            f"--encryption ipsec needs a pycni-vxlan or pycni-ipip template, not {args.template}"
+        )
+    psk = b""
+    psk_file = getattr(args, "ipsec_psk_file", None)
+    if psk_file is not None:
+        psk = psk_file.read_bytes()
+    keying = ipsec_keys.Keying(client, args.node_name, tunnel, psk)
+    if getattr(args, "ipsec_rekey_packets", None):
+        keying.rekey_packets = args.ipsec_rekey_packets
+    log.info(
+        "IPsec: %s tunnel packets in ESP (%s)", tunnel.kind, "PSK mixed in" if psk else "no PSK"
+    )
+    return keying
+
+
+def disable_encryption() -> None:
+    """--encryption none: remove any xfrm state of pycni's (a node where it was on before)."""
+    from pycni.cni.errors import CniError
+    from pycni.datapath import ipsec
+    from pycni.netlink.xfrm import Xfrm
+
+    try:
+        with Xfrm() as table:
+            removed = ipsec.clear(table)
+    except (CniError, OSError) as err:  # no xfrm_user in this kernel: nothing of ours either
+        log.debug("no xfrm state to clear: %s", err)
+        return
+    if removed:
+        log.info("IPsec is off on this node: removed %d xfrm policies and SAs", removed)
 
 
 def disable_policy(args: argparse.Namespace) -> None:
@@ -407,6 +556,7 @@ def run_until_signalled(agent: Agent, controller: Any = None) -> int:
     come back before returning. The policy table is left as it is: enforcement holds while
     the agent restarts."""
     worker = threading.Thread(target=agent.run, name="pycni-agent", daemon=True)
+    rekey = threading.Thread(target=_check_wraps, args=(agent,), name="pycni-rekey", daemon=True)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
@@ -417,6 +567,8 @@ def run_until_signalled(agent: Agent, controller: Any = None) -> int:
         if controller is not None:
             controller.start()
         worker.start()
+        if agent.keying is not None:
+            rekey.start()
         while worker.is_alive() and not agent.stop.is_set():
             agent.stop.wait(1.0)
         agent.shutdown()
@@ -432,6 +584,11 @@ def run_until_signalled(agent: Agent, controller: Any = None) -> int:
         return 1
     log.info("stopped")
     return 0
+
+
+def _check_wraps(agent: Agent) -> None:
+    while not agent.stop.wait(agent.wrap_check_interval):
+        agent.check_wrap()
 
 
 def reconcile_conflist(conf_path: Path) -> list[str]:

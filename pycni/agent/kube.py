@@ -1,5 +1,6 @@
 """A thin Kubernetes API client for the node agent: list and watch any resource (Nodes for the
-overlay; NetworkPolicies, Pods and Namespaces for policy), create an Event. Nothing else.
+overlay; NetworkPolicies, Pods and Namespaces for policy), create an Event, merge-patch this
+node's annotations (its IPsec key, pycni.agent.ipsec_keys). Nothing else.
 
 Why not a maintained client (`kubernetes`, `lightkube`, `kr8s`)? What the agent needs is a
 reflector: list, watch from the list's resourceVersion with bookmarks, list again on 410, back
@@ -157,7 +158,7 @@ def _read(path: Path) -> str:
 
 
 class Client:
-    """GET requests to one API server. `timeout` bounds connecting and each read."""
+    """Requests to one API server. `timeout` bounds connecting and each read."""
 
     def __init__(self, credentials: Credentials, timeout: float = 30.0) -> None:
         self.credentials = credentials
@@ -212,6 +213,27 @@ class Client:
         finally:
             self._close()
         return created if isinstance(created, dict) else {}
+
+    def patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386) of one object (e.g. a Node's annotations at
+        /api/v1/nodes/NAME); the object as the server stored it."""
+        body = self._request(
+            "PATCH",
+            path,
+            {},
+            self.timeout,
+            json.dumps(patch).encode(),
+            content_type="application/merge-patch+json",
+        )
+        try:
+            patched = json.loads(body.read())
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            raise Unreachable(
+                f"failed to read the answer to PATCH {path}: {_reason(err)}"
+            ) from None
+        finally:
+            self._close()
+        return patched if isinstance(patched, dict) else {}
 
     def watch(
         self, path: str, resource_version: str, timeout_seconds: int = 300
@@ -275,6 +297,7 @@ class Client:
         query: dict[str, str],
         timeout: float,
         body: bytes | None = None,
+        content_type: str = "application/json",
     ) -> http.client.HTTPResponse:
         self._close()
         conn: http.client.HTTPConnection
@@ -299,7 +322,7 @@ class Client:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         target = f"{path}?{urlencode(query)}" if query else path
         try:
             conn.request(method, target, body=body, headers=headers)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pycni.cni.errors import ConfigError
 from pycni.cni.ip import IP, Prefix
 from pycni.cni.record import Record
-from pycni.datapath import peers
+from pycni.datapath import encryption, peers
 from pycni.netlink import NetlinkExists, Rtnl
 
 TYPE_CHECKING = False
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pycni.netlink import Link
 
 OVERHEAD = {4: 50, 6: 70}  # outer IP + UDP + VXLAN + inner Ethernet
+_VXLAN_PAYLOAD_HEADERS = 8 + 8 + 14  # UDP + VXLAN + inner Ethernet: what ESP sees before the pod's
 _RTN_UNICAST = 1
 _RTPROT_KERNEL = 2
 
@@ -38,11 +39,21 @@ _RTPROT_KERNEL = 2
 class Overlay(Record):
     """One network's overlay on this node, as its config describes it."""
 
-    __slots__ = ("local_ip", "mtu", "peer_source", "pod_cidrs", "port", "repair", "vni")
+    __slots__ = (
+        "encryption",
+        "local_ip",
+        "mtu",
+        "peer_source",
+        "pod_cidrs",
+        "port",
+        "repair",
+        "vni",
+    )
     vni: int
     port: int
     local_ip: IP | None  # `localIP`; None: the default route's interface's address
-    mtu: int | None  # the pods' MTU; None: the underlay link's, less OVERHEAD
+    mtu: int | None  # the pods' MTU; None: the underlay link's, less OVERHEAD (and ESP's)
+    encryption: str  # encryption.NONE or IPSEC (the agent keys ESP; we leave it room)
     repair: bool  # replace a device of ours with other parameters
     peer_source: PeerSource  # inline `peers`, or `peersFile`
     pod_cidrs: list[Prefix]  # this node's, from the IPAM config
@@ -233,8 +244,13 @@ def vtep_address(pod_cidr: Prefix) -> IP:
 
 
 def overlay_mtu(conf: Overlay, underlay: Underlay) -> int:
-    """The pods' MTU: `mtu`, else the underlay link's less the encapsulation."""
-    return conf.mtu or underlay.link.mtu - OVERHEAD[underlay.local_ip.version]
+    """The pods' MTU: `mtu`, else the underlay link's less the encapsulation, and with
+    encryption less ESP's overhead too (pycni.datapath.encryption: 1416 on a 1500 underlay)."""
+    if conf.mtu:
+        return conf.mtu
+    if conf.encryption == encryption.IPSEC:
+        return encryption.esp_payload_mtu(underlay.link.mtu) - _VXLAN_PAYLOAD_HEADERS
+    return underlay.link.mtu - OVERHEAD[underlay.local_ip.version]
 
 
 # --- internals -------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pycni.cni.errors import CniError, Code, ConfigError
 from pycni.cni.ip import IP, Prefix
 from pycni.cni.record import Record
-from pycni.datapath import node, peers
+from pycni.datapath import encryption, node, peers
 from pycni.netlink import NetlinkError, NetlinkExists, Rtnl
 
 TYPE_CHECKING = False
@@ -44,8 +44,9 @@ _RTN_UNICAST = 1
 class Routing(Record):
     """How this node reaches its peers' pods, as one network's config says."""
 
-    __slots__ = ("encapsulation", "local_ip", "mtu", "peer_source", "pod_cidrs")
+    __slots__ = ("encapsulation", "encryption", "local_ip", "mtu", "peer_source", "pod_cidrs")
     encapsulation: str  # ALWAYS, CROSS_SUBNET, NEVER
+    encryption: str  # encryption.NONE, or IPSEC: every peer through the tunnel, ESP's room
     local_ip: IP | None  # `localIP`; None: the default route's interface's address
     mtu: int | None  # the pods' MTU; None: `node_mtu`'s rule
     peer_source: PeerSource
@@ -136,7 +137,8 @@ def sync(host: Rtnl, conf: Routing, *, dry_run: bool = False) -> Plan:
 
 def node_mtu(host: Rtnl, conf: Routing, underlay: Underlay | None = None) -> int:
     """`mtu`, else the underlay link's MTU, less the IPIP header when encapsulation can
-    happen. With Never and no underlay (no peers), the kubenet rule (pycni.datapath.node)."""
+    happen (and with encryption, less ESP's overhead: pycni.datapath.encryption). With Never
+    and no underlay (no peers), the kubenet rule (pycni.datapath.node)."""
     if conf.mtu is not None:
         return conf.mtu
     if underlay is None:
@@ -146,7 +148,11 @@ def node_mtu(host: Rtnl, conf: Routing, underlay: Underlay | None = None) -> int
             if conf.encapsulation != NEVER:
                 raise
             return node.smallest_mtu(host)
-    return underlay.link.mtu - (0 if conf.encapsulation == NEVER else OVERHEAD)
+    if conf.encapsulation == NEVER:
+        return underlay.link.mtu
+    if conf.encryption == encryption.IPSEC:  # the inner IPv4 packet is ESP's payload
+        return encryption.esp_payload_mtu(underlay.link.mtu)
+    return underlay.link.mtu - OVERHEAD
 
 
 def tunnel_works(host: Rtnl) -> bool:
@@ -171,8 +177,8 @@ def tunnel_works(host: Rtnl) -> bool:
 def _encapsulate(conf: Routing, underlay: Underlay | None, peer: Peer) -> bool:
     if conf.encapsulation == NEVER or underlay is None:
         return False
-    if conf.encapsulation == ALWAYS:
-        return True
+    if conf.encapsulation == ALWAYS or conf.encryption == encryption.IPSEC:
+        return True  # encrypted: a direct route would carry the pod's packets in the clear
     return not underlay.same_subnet(peer.node_ip)  # CrossSubnet
 
 

@@ -10,7 +10,13 @@ address (no NAT).
 By default the demo brings up a 3-node cluster (pycni.lab.cluster: nodes on an underlay namespace
 of their own, kind's addresses and pod CIDRs) with the VXLAN overlay (pycni-vxlan), spreads the
 pods over the nodes and probes every pod and every node against every pod, across nodes.
-`--datapath bridge` runs the single-node bridge (kubenet) datapath instead.
+`--datapath ipip` runs the same cluster on pycni-ipip (encapsulation Always: the kernel needs the
+ipip module), `--datapath bridge` the single-node bridge (kubenet) datapath instead.
+
+`--encryption ipsec` (vxlan, ipip): the cluster's conflist says `"encryption": "ipsec"`, every
+node pair is keyed as the node agents key it, and the demo shows the ESP packets the probes
+made. First, as a runtime does, it asks node1's network whether it is ready (STATUS): a kernel
+without ESP (or without ipip) is reported in the plugin's own words, and the demo exits 1.
 """
 
 from __future__ import annotations
@@ -41,9 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--datapath",
-        choices=("vxlan", "bridge"),
+        choices=("vxlan", "ipip", "bridge"),
         default="vxlan",
-        help="vxlan: a multi-node cluster with the overlay (default); bridge: one node, kubenet",
+        help="vxlan: a multi-node cluster with the overlay (default); ipip: the same cluster,"
+        " routed through IPIP tunnels (needs the ipip module); bridge: one node, kubenet",
+    )
+    parser.add_argument(
+        "--encryption",
+        choices=("none", "ipsec"),
+        default="none",
+        help="ipsec: IPsec ESP between the nodes of the vxlan or ipip cluster (needs esp4)",
     )
     parser.add_argument("--nodes", type=int, default=3, help="nodes of the vxlan cluster (3)")
     parser.add_argument(
@@ -57,12 +70,15 @@ def run(args: argparse.Namespace) -> int:
         print("pycni demo: run as root (it creates network namespaces)", file=sys.stderr)
         return 2
     plugin = f"pycni-{args.datapath}"
+    if args.encryption != "none" and args.datapath == "bridge":
+        print("pycni demo: --encryption needs a multi-node datapath (vxlan, ipip)", file=sys.stderr)
+        return 2
     if not (bundle / plugin).exists():
         print(f"pycni demo: no {plugin} in {bundle}: run packaging/build.sh", file=sys.stderr)
         return 2
     previous = signal.signal(signal.SIGTERM, _interrupt)  # tear down on `kill` as on Ctrl-C
     try:
-        if args.datapath == "vxlan":
+        if args.datapath in ("vxlan", "ipip"):
             return _run_cluster(args, bundle)
         return _run_node(args, bundle)
     finally:
@@ -72,16 +88,41 @@ def run(args: argparse.Namespace) -> int:
 def _run_cluster(args: argparse.Namespace, bundle: Path) -> int:
     from pycni.lab import connectivity
     from pycni.lab.cluster import Cluster
+    from pycni.lab.runtime import PluginError
 
     started = time.monotonic()
     mtu = f", underlay MTU {args.underlay_mtu}" if args.underlay_mtu else ""
-    _step(f"creating a {args.nodes}-node cluster (namespaces on an underlay namespace{mtu})")
-    cluster = Cluster.create(args.nodes, bundle, underlay_mtu=args.underlay_mtu)
+    settings = {"encryption": args.encryption} if args.encryption != "none" else {}
+    _step(
+        f"creating a {args.nodes}-node {args.datapath} cluster (namespaces on an underlay"
+        f" namespace{mtu}{', encryption ' + args.encryption if settings else ''})"
+    )
+    cluster = Cluster.create(
+        args.nodes,
+        bundle,
+        underlay_mtu=args.underlay_mtu,
+        datapath=args.datapath,
+        vxlan=settings if args.datapath == "vxlan" else None,
+        ipip=settings if args.datapath == "ipip" else None,
+    )
     servers: list[Any] = []
     try:
         members = list(cluster.nodes.values())
         for member in members:
             _step(f"{member.name}: eth0 {member.ip}, pod CIDR {member.pod_cidr}")
+        first = members[0]
+        _step(f"STATUS of the network on {first.name}, as a runtime asks before any pod")
+        try:
+            first.node.runtime().status(cluster.conflist(first))
+        except PluginError as err:
+            print(
+                f"\npycni demo: the {args.datapath} network is not ready on this kernel"
+                f" (STATUS, error {err.code}): {err.msg}",
+                file=sys.stderr,
+            )
+            return 1
+        if args.encryption == "ipsec":
+            _key(cluster)
         pods = []
         for n in range(1, args.pods + 1):
             member = members[(n - 1) % len(members)]
@@ -96,6 +137,8 @@ def _run_cluster(args: argparse.Namespace, bundle: Path) -> int:
         sources += [(m.name, m.node.ns, None) for m in members]
         _step("probing: every pod and every node to every pod, across nodes, TCP and UDP")
         probes = connectivity.matrix(sources, targets)
+        if args.encryption == "ipsec":
+            _show_esp(cluster)
         return _verdict(connectivity, probes, started)
     except KeyboardInterrupt:
         print("\ninterrupted: tearing down", file=sys.stderr)
@@ -105,6 +148,24 @@ def _run_cluster(args: argparse.Namespace, bundle: Path) -> int:
         return 1
     finally:
         _teardown(servers, "DEL every pod, remove the nodes and the underlay", cluster.destroy)
+
+
+def _key(cluster: Any) -> None:
+    """Every node pair keyed as the node agents key them (ESP SAs and policies)."""
+    from pycni.lab import ipsec
+
+    added = ipsec.key_cluster(cluster)
+    for name, items in added.items():
+        sas = sum(1 for item in items if item.startswith("ESP SA"))
+        _step(f"{name}: {sas} ESP SAs and {len(items) - sas} xfrm policies (a key per direction)")
+
+
+def _show_esp(cluster: Any) -> None:
+    """What crossed the underlay as ESP: each node's SA packet counters."""
+    from pycni.lab import ipsec
+
+    for name, (sent, received) in ipsec.esp_counters(cluster).items():
+        _step(f"{name}: {sent} packets sent and {received} received as ESP")
 
 
 def _verdict(connectivity: Any, probes: list[Any], started: float) -> int:

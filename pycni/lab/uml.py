@@ -68,6 +68,14 @@ DEFAULT_MODULES = (
     "iptable_filter",
     "xt_MASQUERADE",
     "xt_comment",
+    # IPsec ESP (pycni's encryption of tunnel packets): the xfrm netlink interface, ESP and
+    # the AEAD rfc4106(gcm(aes)) with what it is built from
+    "xfrm_user",
+    "esp4",
+    "gcm",
+    "ghash-generic",
+    "ctr",
+    "seqiv",
 )
 DEFAULT_MEMORY = "1024M"
 DEFAULT_TIMEOUT = 600.0

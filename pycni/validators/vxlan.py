@@ -90,6 +90,12 @@ def _check_document(value: object, path: str) -> None:
                 raise ConfigError(path + ".mtu", "must be at least 576, found " + shown(item))
             if item > 65535:
                 raise ConfigError(path + ".mtu", "must be at most 65535, found " + shown(item))
+    if "encryption" in value:
+        item = value["encryption"]
+        if item not in ("none", "ipsec"):
+            raise ConfigError(
+                path + ".encryption", "must be one of 'none', 'ipsec'; found " + shown(item)
+            )
     if "bridge" in value:
         item = value["bridge"]
         if not isinstance(item, str):

@@ -163,6 +163,50 @@ def test_peer_set_and_conflist_from_node_objects() -> None:
     assert template["plugins"][0]["ipam"]["ranges"] == [[{"subnet": "10.244.0.0/24"}]]
 
 
+def test_the_conflist_says_encryption_as_the_agent_is_told() -> None:
+    """--encryption ipsec: the overlay plugin gets `"encryption": "ipsec"` (its pods' MTU
+    leaves ESP room, it refuses a kernel without ESP); none (the default) leaves the key out,
+    even where a template has it: the agent's flag decides, on every node alike. Chained
+    plugins and a bridge template are not overlays and never get it."""
+    node = agent_mod.NodeInfo("a", ("172.18.0.2",), ("10.244.0.0/24",))
+    for name in ("00-pycni-vxlan", "00-pycni-ipip-always", "00-pycni-ipip-crosssubnet"):
+        template = json.loads((KIND / f"{name}.conflist").read_text())
+        encrypted = agent_mod.render_conflist(template, node, encryption="ipsec")
+        assert encrypted["plugins"][0]["encryption"] == "ipsec", name
+        assert all("encryption" not in p for p in encrypted["plugins"][1:]), name
+        assert "encryption" not in agent_mod.render_conflist(template, node)["plugins"][0]
+        template["plugins"][0]["encryption"] = "ipsec"
+        clear = agent_mod.render_conflist(template, node, encryption="none")
+        assert "encryption" not in clear["plugins"][0], name
+    bridge = json.loads((KIND / "00-pycni-bridge.conflist").read_text())
+    rendered = agent_mod.render_conflist(bridge, node, encryption="ipsec")
+    assert all("encryption" not in p for p in rendered["plugins"])
+
+
+def test_the_encryption_flag_reaches_the_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    agent_mod.add_arguments(parser)
+    base = ["--template", str(TEMPLATE), "--kubeconfig", str(tmp_path / "kubeconfig"), "--once"]
+    assert parser.parse_args(base).encryption == "none"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--encryption", "wireguard"])
+    made: list[agent_mod.Agent] = []
+
+    def run_once(agent: agent_mod.Agent) -> int:  # the Agent as `run` made it; no API call
+        made.append(agent)
+        return 0
+
+    monkeypatch.setattr(agent_mod, "run_once", run_once)
+    monkeypatch.setattr(kube, "from_kubeconfig", lambda path: None)
+    monkeypatch.setattr(kube, "Client", lambda credentials: None)
+    assert agent_mod.run(parser.parse_args([*base, "--encryption", "ipsec"])) == 0
+    assert made[0].encryption == "ipsec"
+
+
 def test_backoff_is_exponential_and_bounded() -> None:
     backoff = agent_mod.Backoff(0.5, 4.0)
     assert [backoff.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]

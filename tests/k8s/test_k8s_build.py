@@ -112,3 +112,20 @@ def test_go_targets_build_every_binary_into_staging(tmp_path: Path) -> None:
     assert e2e_argv[:3] == ["go", "test", "-c"] and e2e_argv[-1] == "./test/e2e"
     assert build.go_targets_hash(targets) == build.go_targets_hash(build.go_targets(tmp_path))
     assert build.go_targets_hash(targets) != build.go_targets_hash(targets[:-1])
+
+
+def test_install_renames_over_a_binary_in_use_and_keeps_an_unchanged_one(tmp_path: Path) -> None:
+    source, target = tmp_path / "new", tmp_path / "kubelet"
+    source.write_bytes(b"v2")
+    target.write_bytes(b"v1")
+    running = target.open("rb")  # stands for the executable a node still runs
+    try:
+        inode = target.stat().st_ino
+        build._install(source, target)
+        assert target.read_bytes() == b"v2" and target.stat().st_ino != inode
+        assert running.read() == b"v1"  # the old file lives on for whoever has it open
+    finally:
+        running.close()
+    inode = target.stat().st_ino
+    build._install(source, target)
+    assert target.stat().st_ino == inode  # same content: not touched

@@ -4,7 +4,6 @@ test_k8s_cluster.py, in the Kubernetes lane.)"""
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
@@ -24,9 +23,9 @@ def test_node_names_and_addresses_are_kinds() -> None:
 
 def test_node_netpol_rbac_is_the_one_kind_install_grants() -> None:
     script = (REPO / "packaging" / "kind-install.sh").read_text()
-    heredoc = re.search(r"apply -f - <<'EOF'.*?\n(.*?)\nEOF\n", script, re.S)
-    assert heredoc is not None
-    assert cluster.NODE_NETPOL_RBAC.strip() == heredoc.group(1).strip()
+    assert 'apply -f - <"$repo/packaging/kind/pycni-node-netpol.yaml"' in script
+    assert cluster.NODE_NETPOL_RBAC == REPO / "packaging" / "kind" / "pycni-node-netpol.yaml"
+    assert "name: pycni-node-netpol" in cluster.NODE_NETPOL_RBAC.read_text()
 
 
 def test_every_datapath_has_its_kind_conflist() -> None:
@@ -81,7 +80,11 @@ def test_layout_maps_node_paths_to_the_nodes_directory(tmp_path: Path) -> None:
         layout.host_path("/etc/kubernetes/kubelet.conf") == tmp_path / "kubernetes" / "kubelet.conf"
     )
     assert layout.host_path("/var/lib/cni/networks/pycni") == (
-        tmp_path / "overlay" / "var-lib" / "upper" / "cni" / "networks" / "pycni"
+        tmp_path / "cni-state" / "networks" / "pycni"
+    )
+    assert (
+        layout.host_path("/var/lib/misc/x")
+        == tmp_path / "overlay" / "var-lib" / "upper" / "misc" / "x"
     )
     with pytest.raises(ValueError):
         layout.host_path("/usr/bin/true")
@@ -109,6 +112,8 @@ def test_a_node_has_its_own_namespaces_and_files_and_ends_with_its_init(tmp_path
         assert not Path("/etc/cni/net.d/c").exists()
         assert layout.host_path("/var/lib/cni/x/y").is_file()
         assert not Path("/var/lib/cni/x").exists()
+        # and the machine's own /var/lib/cni (leases of other runtimes) does not show inside
+        assert node_mod.run(init.pid, ["ls", "-A", "/var/lib/cni"]).stdout.split() == ["x"]
         assert Path("/proc/sys/kernel/panic_on_oops").read_text() == host_panic_on_oops
     finally:
         init.kill()

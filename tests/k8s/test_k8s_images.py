@@ -191,6 +191,7 @@ IMPORT_AND_RUN = textwrap.dedent(
         nslookup -version 2>&1 | head -n 1
         echo hostName | nc -w 1 -u 127.0.0.1 9 && echo "nc -u ok"
         curl -g -q -s --connect-timeout 1 http://127.0.0.1:1/ || echo "curl exit $?"
+        wget -q -T 1 -O - http://127.0.0.1:1/ || echo "wget exit $?"
     '
     """
 )
@@ -237,4 +238,7 @@ def test_ctr_imports_both_images_and_the_agnhost_image_runs_the_e2e_tools(tmp_pa
     assert "OpenBSD netcat" in output
     assert "nslookup 9." in output
     assert "nc -u ok" in output
-    assert "curl exit 7" in output  # connection refused: curl ran and reached the network stack
+    assert "curl exit 7" in output
+    assert (
+        "wget exit 4" in output
+    )  # GNU wget: network failure  # connection refused: curl ran and reached the network stack

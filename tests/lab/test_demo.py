@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.capture import kernel_has_esp
 from tests.support.leftovers import namespaces_of
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -48,3 +49,34 @@ def test_demo_cleans_up_when_its_output_is_cut_short(bundle: Path) -> None:
     process.stdout.close()
     process.wait(timeout=300)
     assert namespaces_of(process.pid) == []
+
+
+def run_demo(bundle: Path, *args: str) -> tuple[int, str, int]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pycni.cli", "demo", "--bundle", str(bundle), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out, _ = process.communicate(timeout=300)
+    return process.returncode, out, process.pid
+
+
+@pytest.mark.parametrize("datapath", ["vxlan", "ipip"])
+def test_demo_with_encryption_on_a_kernel_without_esp_says_so(bundle: Path, datapath: str) -> None:
+    """The CI VM's kernel has no ESP: the demo stops at STATUS with the plugin's own words,
+    exits 1, and leaves nothing. (The kernel lane runs it: tests/kernel/test_demo_ipsec.py.)"""
+    if kernel_has_esp():
+        pytest.fail("this kernel has ESP: the refusal cannot be shown (the kernel lane runs it)")
+    status, out, pid = run_demo(bundle, "--datapath", datapath, "--encryption", "ipsec")
+    assert status == 1, out
+    assert "not ready on this kernel (STATUS, error 50)" in out
+    assert "modprobe esp4" in out or (datapath == "ipip" and "modprobe ipip" in out), out
+    assert "ADD pod1" not in out
+    assert namespaces_of(pid) == []
+
+
+def test_demo_encryption_needs_a_multi_node_datapath(bundle: Path) -> None:
+    status, out, pid = run_demo(bundle, "--datapath", "bridge", "--encryption", "ipsec")
+    assert status == 2 and "--encryption needs a multi-node datapath (vxlan, ipip)" in out
+    assert namespaces_of(pid) == []

@@ -155,12 +155,13 @@ def test_strict_validation_catches_a_misspelled_field() -> None:
     assert problems and all("hostNetwrok" in p for p in problems), problems
 
 
-def test_rbac_reads_and_creates_only_events() -> None:
-    """Nodes for the overlay; NetworkPolicies, Pods and Namespaces read for policy; Events
-    created (a policy that cannot be enforced); nothing else."""
+def test_rbac_reads_patches_nodes_and_creates_only_events() -> None:
+    """Nodes read for the overlay and patched (the node's own IPsec key annotations);
+    NetworkPolicies, Pods and Namespaces read for policy; Events created (a policy that cannot
+    be enforced, an IPsec peer without key); nothing else."""
     role = manifest()[1]
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
         {
             "apiGroups": ["networking.k8s.io"],
             "resources": ["networkpolicies"],
@@ -204,6 +205,11 @@ def test_daemonset_installs_the_bundle_and_runs_the_agent() -> None:
     # NetworkPolicy is on, and the plugin and the agent share the state directory
     assert "--network-policy=true" in agent["args"]
     assert "--policy-state-dir=/run/pycni/netpol" in agent["args"]
+    # encryption is opt-in, and the conflist the init container writes says what the agent does
+    for container in (install_conf, agent):
+        assert [a for a in container["args"] if a.startswith("--encryption")] == [
+            "--encryption=none"
+        ]
     # `kind load docker-image` images are used only if never pulled
     for container in (install_bundle, install_conf, agent):
         assert container["image"] == "pycni:dev"

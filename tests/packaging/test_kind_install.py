@@ -309,3 +309,37 @@ def test_network_policy_false_leaves_it_out(built: Path, tmp_path: Path) -> None
     assert deleted in calls(env)
     bad = run_script(env, "--network-policy", "maybe")
     assert bad.returncode != 0 and "expected true or false" in bad.stderr
+
+
+def test_encryption_is_opt_in(built: Path, tmp_path: Path) -> None:
+    """Off unless asked: no `encryption` in the conflist and --encryption=none for the agent;
+    --encryption ipsec puts it in both, for the datapaths that have tunnel packets to
+    encrypt, and nothing is touched when the choice makes no sense."""
+    env = fake_kind(tmp_path, "docker", NODES[:1])
+    node = Path(env["FAKE_KIND_ROOT"]) / NODES[0][0]
+    done = run_script(env, "--no-wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    conf = json.loads((node / "etc/cni/net.d/00-pycni-vxlan.conflist").read_text())
+    assert all("encryption" not in p for p in conf["plugins"])
+    unit = (node / "etc/systemd/system/pycni-agent.service").read_text()
+    assert "--encryption=none" in unit
+    for datapath in ("vxlan", "ipip-always"):
+        done = run_script(env, "--datapath", datapath, "--encryption", "ipsec", "--no-wait")
+        assert done.returncode == 0, done.stdout + done.stderr
+        path = node / f"etc/cni/net.d/00-pycni-{datapath}.conflist"
+        conf = json.loads(path.read_text())
+        assert conf["plugins"][0]["encryption"] == "ipsec"
+        assert "--encryption=ipsec" in (node / "etc/systemd/system/pycni-agent.service").read_text()
+        from pycni.conformance import validate
+
+        report = validate.check_file(str(path))
+        assert report.errors == [], report.errors
+    (Path(env["FAKE_KIND_ROOT"]) / "calls.log").unlink()
+    for args, message in (
+        (["--encryption", "wireguard"], "--encryption 'wireguard': expected none or ipsec"),
+        (["--datapath", "bridge", "--encryption=ipsec"], "datapath 'bridge' has none"),
+        (["--datapath", "ipip-never", "--encryption=ipsec"], "datapath 'ipip-never' has none"),
+    ):
+        bad = run_script(env, *args)
+        assert bad.returncode != 0 and message in bad.stderr, bad.stderr
+        assert not (Path(env["FAKE_KIND_ROOT"]) / "calls.log").exists()

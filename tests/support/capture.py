@@ -5,7 +5,8 @@
     assert_ipip_encapsulated(seen.packets, pod_addresses)
 
 Works on any kernel (the host's too, e.g. to show that a direct route does not encapsulate);
-kernel_has_ipip() says whether the kernel can make IPIP devices at all (the host's cannot).
+kernel_has_ipip() says whether the kernel can make IPIP devices at all (the host's cannot),
+kernel_has_esp() whether it can install an ESP SA (the host's cannot either).
 tcpdump writes a pcap file, every packet as it comes; stopping it (SIGINT, by PID) flushes it.
 """
 
@@ -25,6 +26,7 @@ from pycni.lab import netns as netns_mod
 from pycni.lab.netns import Netns
 
 IPPROTO_IPIP = 4
+IPPROTO_ESP = 50
 _ETH_P_IP = 0x0800
 _LINKTYPE_ETHERNET = 1
 
@@ -51,6 +53,7 @@ class Packet:
 class Capture:
     pcap: Path
     packets: list[Packet] = field(default_factory=list)
+    raw: bytes = b""  # the whole pcap file, for searches in the payloads
 
     def summary(self, limit: int = 20) -> str:
         shown = [str(p) for p in self.packets[:limit]]
@@ -88,6 +91,7 @@ def capture(ns: Netns, interface: str, *, timeout: float = 10.0) -> Iterator[Cap
             if dump.stderr is not None:
                 dump.stderr.close()
         result.packets = read_pcap(result.pcap)
+        result.raw = result.pcap.read_bytes() if result.pcap.exists() else b""
 
 
 def _wait_listening(dump: subprocess.Popen[str], timeout: float) -> None:
@@ -159,6 +163,36 @@ def assert_not_encapsulated(packets: list[Packet], pod_addresses: Collection[str
     assert not tunnelled, f"IP protocol 4 packets on a direct route:\n{listing}"
     bare = [p for p in packets if p.src in pods or p.dst in pods]
     assert bare, f"no packet of the pods {sorted(pods)} crossed this link:\n{listing}"
+
+
+def assert_only_esp(
+    seen: Capture, nodes: Collection[str], hidden: Collection[str], *, minimum: int = 1
+) -> None:
+    """The proof that traffic between `nodes` crossed this link encrypted: at least `minimum`
+    packets between them, every one ESP (IP protocol 50), and none of the `hidden` addresses
+    (pods', overlay's) anywhere in the captured bytes, headers or payloads."""
+    between = [p for p in seen.packets if p.src in nodes and p.dst in nodes]
+    listing = seen.summary()
+    assert len(between) >= minimum, f"{len(between)} packets between {sorted(nodes)}:\n{listing}"
+    clear = [p for p in between if p.proto != IPPROTO_ESP]
+    assert not clear, "packets between the nodes not in ESP:\n" + "\n".join(map(str, clear[:20]))
+    bare = [p for p in seen.packets if {p.src, p.dst} & set(hidden)]
+    assert not bare, "hidden addresses bare on the link:\n" + "\n".join(map(str, bare[:20]))
+    found = [a for a in hidden if socket.inet_aton(a) in seen.raw]
+    assert not found, f"the captured bytes contain the addresses {found}"
+
+
+def kernel_has_esp() -> bool:
+    """Whether this kernel installs an ESP SA with pycni's AEAD, as iproute2 asks it to (in a
+    throwaway namespace): the oracle the plugins' own probe is checked against."""
+    ns = netns_mod.create("espprobe")
+    try:
+        sa = ["src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "spi", "0x100"]
+        aead = ["aead", "rfc4106(gcm(aes))", "0x" + "01" * 20, "128"]
+        done = ns.run(["ip", "xfrm", "state", "add", *sa, "mode", "transport", *aead], check=False)
+        return done.returncode == 0
+    finally:
+        ns.delete()
 
 
 def kernel_has_ipip() -> bool:

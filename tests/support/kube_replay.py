@@ -277,6 +277,17 @@ def object_key(obj: dict[str, Any]) -> str:
     return f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
 
 
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """RFC 7386 in place: objects merge, null deletes, anything else replaces."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
 class FakeApiServer:
     """Nodes, a history of changes, watches; thread-safe. Start with `start()`, end with
         `close()`. `make_socket` creates the listening socket (e.g. inside a namespace), bound to
@@ -297,6 +308,7 @@ class FakeApiServer:
         self.objects: dict[str, dict[str, dict[str, Any]]] = {r: {} for r in KINDS}
         self.nodes = self.objects["nodes"]
         self.events: list[dict[str, Any]] = []  # Events POSTed, in order
+        self.patches: list[tuple[str, dict[str, Any]]] = []  # (node, merge patch), in order
         self.history: list[_Event] = []
         self.version = 1000
         self.compacted = 0  # watches from an RV below this get 410
@@ -479,6 +491,41 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 meta["resourceVersion"] = str(api.version)
                 api.events.append(event)
             self._send_json(201, event)
+
+        def do_PATCH(self) -> None:
+            """A JSON merge patch (RFC 7386) of one Node: what the agent sends for its IPsec
+            annotations; a MODIFIED event follows, as from a real API server."""
+            url = urlsplit(self.path)
+            parts = url.path.strip("/").split("/")
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            if not self._authenticated():
+                self._send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
+                return
+            if len(parts) != 4 or parts[:3] != ["api", "v1", "nodes"]:
+                self._send_json(405, status_object(405, "MethodNotAllowed", "not here"))
+                return
+            if self.headers.get("Content-Type") != "application/merge-patch+json":
+                self._send_json(415, status_object(415, "UnsupportedMediaType", "merge patch"))
+                return
+            try:
+                patch = json.loads(body)
+            except ValueError:
+                self._send_json(400, status_object(400, "BadRequest", "not JSON"))
+                return
+            with api.changed:
+                node = api.nodes.get(parts[3])
+                if node is None:
+                    self._send_json(404, status_object(404, "NotFound", f"node {parts[3]}"))
+                    return
+                merge_patch(node, patch)
+                api.version += 1
+                node["metadata"]["resourceVersion"] = str(api.version)
+                api.patches.append((parts[3], copy.deepcopy(patch)))
+                api.history.append(_Event(api.version, "MODIFIED", copy.deepcopy(node)))
+                api.changed.notify_all()
+                answer = copy.deepcopy(node)
+            self._send_json(200, answer)
 
         def _authenticated(self) -> bool:
             if self.headers.get("Authorization") == f"Bearer {TOKEN}":

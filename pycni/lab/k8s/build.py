@@ -65,6 +65,7 @@ APT_PACKAGES = (
     # what the agnhost image carries besides agnhost (see images.py)
     "dash",
     "curl",
+    "wget",
     "netcat-openbsd",
     "bind9-dnsutils",
     # the node runtime (used by the cluster, installed here so one `build` prepares the machine)
@@ -422,12 +423,34 @@ def _build(log: _Log, expected_hash: str) -> None:
     (out / "COMPLETE").unlink(missing_ok=True)
     (out / "bin").mkdir(parents=True, exist_ok=True)
     for name in BINARIES:
-        shutil.copy2(staging / name, out / "bin" / name)
+        _install(staging / name, out / "bin" / name)
     log.say("images: agnhost 2.21 and pause 3.2 (docker-archive tarballs)")
     images.build_images(
         tree=tree, agnhost=out / "bin" / "agnhost", out=out / "images", work=work_dir(), log=log.say
     )
     (out / "COMPLETE").write_text(expected_hash + "\n")
+
+
+def _install(source: Path, target: Path) -> None:
+    """Copy `source` over `target` by rename: a running kubelet or apiserver keeps its file
+    (writing into a running executable fails with ETXTBSY); unchanged files are left alone."""
+    if target.is_file() and _same_file_content(source, target):
+        return
+    partial = target.with_name(target.name + ".partial")
+    shutil.copy2(source, partial)
+    os.replace(partial, target)
+
+
+def _same_file_content(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as left, b.open("rb") as right:
+        while True:
+            chunk = left.read(1 << 20)
+            if chunk != right.read(1 << 20):
+                return False
+            if not chunk:
+                return True
 
 
 def main(argv: list[str] | None = None) -> int:

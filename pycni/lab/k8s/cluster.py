@@ -79,37 +79,8 @@ BUNDLE = REPO / "dist" / "cni" / "bin"
 AGENT = REPO / "dist" / "pycni-agent"
 POLICY_STATE_DIR = "/run/pycni/netpol"
 
-# What packaging/kind-install.sh grants the nodes for NetworkPolicy (the agent runs with the
-# kubelet's credentials); tests/k8s checks that the two stay the same.
-NODE_NETPOL_RBAC = """\
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: pycni-node-netpol
-rules:
-  - apiGroups: ["networking.k8s.io"]
-    resources: ["networkpolicies"]
-    verbs: ["get", "list", "watch"]
-  - apiGroups: [""]
-    resources: ["pods", "namespaces"]
-    verbs: ["get", "list", "watch"]
-  - apiGroups: [""]
-    resources: ["events"]
-    verbs: ["create"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: pycni-node-netpol
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: pycni-node-netpol
-subjects:
-  - apiGroup: rbac.authorization.k8s.io
-    kind: Group
-    name: system:nodes
-"""
+# The NetworkPolicy grant to the nodes, the same file packaging/kind-install.sh applies.
+NODE_NETPOL_RBAC = REPO / "packaging" / "kind" / "pycni-node-netpol.yaml"
 
 
 class ClusterError(RuntimeError):
@@ -218,6 +189,7 @@ class Node:
         return node_mod.run(self.init.pid, argv, **kwargs)
 
     def start(self, state: State, component: str, argv: Sequence[str]) -> None:
+        state.data.setdefault("commands", {})[f"{self.name}/{component}"] = list(argv)
         log = node_log(self.name, component)
         for proc in node_mod.start_daemon(f"{self.name}/{component}", self.init.pid, argv, log):
             state.add("procs", proc.as_json())
@@ -703,7 +675,7 @@ def up(count: int = 3, datapath: str = "vxlan") -> None:
     _import_images(nodes)
     say(f"images imported [{time.monotonic() - started:.0f} s]; control plane on {names[0]}")
     _start_control_plane(state, nodes[0])
-    kubectl(["apply", "-f", "-"], input=NODE_NETPOL_RBAC)
+    kubectl(["apply", "-f", "-"], input=NODE_NETPOL_RBAC.read_text())
     _start_cluster_dns(state, nodes[0])
     for node in nodes:
         _start_node_components(state, node, datapath)
@@ -821,6 +793,50 @@ def running_node(name: str) -> Node:
     if not init.alive():
         raise ClusterError(f"node '{name}' is not running (its init, pid {init.pid}, is gone)")
     return Node(name, int(entry["index"]), str(entry["ip"]), init, NodeLayout(Path(entry["root"])))
+
+
+def kill(node_name: str, component: str, sig: int = signal.SIGKILL) -> list[Proc]:
+    """Send `sig` to a component of a node (e.g. "kubelet", "containerd", "pycni-agent"), as a
+    crash or an operator would; the processes it went to (waited for when SIGKILL)."""
+    state = State.load()
+    state.node(node_name)
+    name = f"{node_name}/{component}"
+    procs = [proc for proc in state.procs() if proc.name == name and proc.alive()]
+    if not procs:
+        raise ClusterError(f"{component} is not running on {node_name}")
+    for proc in procs:
+        proc.kill(sig)
+    if sig == signal.SIGKILL and node_mod.wait_gone(procs, 10):
+        raise ClusterError(f"{component} on {node_name} survived SIGKILL for 10 s")
+    return procs
+
+
+def restart(node_name: str, component: str) -> None:
+    """Start a component of a node again with the command `up` gave it (after `kill`); a
+    running one is killed first."""
+    state = State.load()
+    node = running_node(node_name)
+    argv = state.data.get("commands", {}).get(f"{node_name}/{component}")
+    if argv is None:
+        raise ClusterError(f"no {component} was ever started on {node_name}")
+    for proc in state.procs():
+        if proc.name in (f"{node_name}/{component}", f"{node_name}/{component}/nsenter"):
+            proc.kill()
+    node.start(state, component, argv)
+    if component == "containerd":
+        _wait(f"containerd on {node_name}", functools.partial(_containerd_ready, node), 30)
+    elif component == "kubelet":
+        # the Node stays Ready in the API for a while after its kubelet died: ask the kubelet
+        _wait(
+            f"the kubelet's healthz on {node_name}", functools.partial(_kubelet_healthy, node), 60
+        )
+
+
+def _kubelet_healthy(node: Node) -> bool:
+    done = node.run(
+        ["curl", "-s", "--max-time", "2", "http://127.0.0.1:10248/healthz"], check=False
+    )
+    return done.stdout.strip() == "ok"
 
 
 def nodes() -> list[Node]:

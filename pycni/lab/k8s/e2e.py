@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import html
 import importlib
+import json
 import os
 import re
 import shutil
@@ -54,9 +55,15 @@ DEFAULT_SKIPS: tuple[DefaultSkip, ...] = (
         "Disruptive",
     ),
     DefaultSkip(
-        r"\[Feature:(Ingress|IngressScale|NEG|kubemci|PerformanceDNS|Example)\]",
+        r"\[Feature:(Ingress|IngressScale|NEG|kubemci|Example)\]",
         "needs a cloud ingress controller / load balancer or is an example",
         "Ingress",
+    ),
+    DefaultSkip(
+        r"LoadBalancer|[Ll]oad ?balancer|ESIPP|Firewall rule",
+        "needs a cloud load balancer: the lane has no LoadBalancer controller, and the specs that "
+        "do not skip themselves wait up to 20 minutes for an ingress address that never comes",
+        "LoadBalancer",
     ),
     DefaultSkip(
         r"\[Feature:(SCTP|SCTPConnectivity)\]",
@@ -65,7 +72,7 @@ DEFAULT_SKIPS: tuple[DefaultSkip, ...] = (
     ),
     DefaultSkip(
         r"\[Feature:IPv6DualStack",
-        "dual-stack: the lane's cluster is IPv4-only (10.244.0.0/16, 10.96.0.0/12)",
+        "dual-stack: the lane's cluster is IPv4-only",
         "DualStack",
     ),
     DefaultSkip(
@@ -245,11 +252,20 @@ def classify(
     return rows, not_selected
 
 
+_ERROR_STRING = re.compile(r'^\s*s: "(.*)",?\s*$')
+
+
 def first_line(message: str) -> str:
-    for line in message.splitlines():
-        if line.strip():
-            return html.unescape(line.strip())[:200]
-    return "(no failure message)"
+    """The gist of a ginkgo failure: the wrapped error's text when gomega printed one
+    (`s: "..."`), else the first line that is not a code location; then the location."""
+    lines = [html.unescape(line.strip()) for line in message.splitlines() if line.strip()]
+    location = next((line for line in lines if _LOCATION.match(line)), "")
+    gist = next(
+        (match.group(1) for line in lines if (match := _ERROR_STRING.match(line))),
+        next((line for line in lines if not _LOCATION.match(line)), ""),
+    )
+    where = f" ({location.rsplit('/', 1)[-1]})" if location else ""
+    return (gist[:200] + where) if gist else (location or "(no failure message)")
 
 
 ORDER = ("failed", "passed", "skipped (spec)", "skipped (lane)", "skipped (--skip)")
@@ -332,6 +348,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--timeout", type=float, default=3 * 3600, help="seconds before e2e.test is stopped"
     )
     parser.add_argument(
+        "--no-internet-standin",
+        action="store_true",
+        help="no stand-in for e2e.test's own Internet pre-check (the Networking specs then fail)",
+    )
+    parser.add_argument(
+        "--report-dir", type=Path, default=REPORT_DIR, help=f"default: {REPORT_DIR}"
+    )
+    parser.add_argument(
         "--kubeconfig", type=Path, default=None, help="default: the lane's build/k8s/kubeconfig"
     )
     return parser.parse_args(list(argv))
@@ -357,7 +381,7 @@ def main(argv: Sequence[str]) -> int:
         args.focus, use_defaults=not args.no_default_skips, cluster_dns=cluster_dns
     )
     skip = combined_skip(skips, args.skip)
-    report_dir = REPORT_DIR.resolve()
+    report_dir = args.report_dir.resolve()
     shutil.rmtree(report_dir, ignore_errors=True)
     report_dir.mkdir(parents=True)
     tree = build.source_tree()
@@ -372,10 +396,46 @@ def main(argv: Sequence[str]) -> int:
     )
     full = cluster.underlay_command(command)
     log = report_dir / "e2e.log"
-    print(f"==> k8s e2e: focus {args.focus!r}; output in {log}", flush=True)
+    standin = None
+    env: dict[str, str] = {}
+    if not args.no_internet_standin:
+        standin = start_internet_standin(cluster, report_dir / "internet-standin.log")
+        env = standin.env()
+        print(
+            f"==> k8s e2e: e2e.test's Internet pre-check goes to the lane's stand-in "
+            f"(HTTP_PROXY=http://127.0.0.1:{standin.port} in the underlay namespace)"
+        )
+    print(f"==> k8s e2e: focus {args.focus}; output in {log}", flush=True)
     started = time.monotonic()
-    returncode = _run_logged(full, log, args.timeout)
+    try:
+        returncode = _run_logged(full, log, args.timeout, env)
+    finally:
+        if standin is not None:
+            standin.stop()
     elapsed = time.monotonic() - started
+    return report(
+        report_dir,
+        returncode=returncode,
+        elapsed=elapsed,
+        focus=args.focus,
+        skips=skips,
+        user_skip=args.skip,
+        standin=standin,
+    )
+
+
+def report(
+    report_dir: Path,
+    *,
+    returncode: int,
+    elapsed: float,
+    focus: str,
+    skips: Sequence[DefaultSkip],
+    user_skip: str | None,
+    standin: InternetStandin | None,
+) -> int:
+    """Print the table of one run from its JUnit and log; the exit status of `e2e`."""
+    log = report_dir / "e2e.log"
     junit = sorted(report_dir.glob("junit_*.xml"))
     if not junit:
         print(
@@ -387,9 +447,14 @@ def main(argv: Sequence[str]) -> int:
     specs = parse_junit(junit)
     reasons = runtime_skip_reasons(log.read_text(errors="replace"))
     rows, not_selected = classify(
-        specs, focus=args.focus, skips=skips, user_skip=args.skip, runtime_reasons=reasons
+        specs, focus=focus, skips=skips, user_skip=user_skip, runtime_reasons=reasons
     )
     print(render(rows, not_selected, skips))
+    if standin is not None:
+        print(
+            f"lane stand-in for the runner's Internet check answered {len(standin.answered())} "
+            f"request(s) (e2e.test's own http.Get; pods have no Internet): {standin.log}"
+        )
     (report_dir / "summary.md").write_text(summary_markdown(rows))
     print(f"e2e.test exit {returncode} after {elapsed:.0f}s; JUnit: {', '.join(map(str, junit))}")
     failed = sum(1 for row in rows if row.status == "failed")
@@ -399,6 +464,73 @@ def main(argv: Sequence[str]) -> int:
             print("k8s e2e: no spec ran (the focus matched nothing runnable)", file=sys.stderr)
         return 1
     return 0 if returncode == 0 else 1
+
+
+# e2e.test's "[sig-network] Networking" specs (network/networking.go:81) start with a pre-test
+# assertion about the test runner, not the cluster: `http.Get("http://google.com")` from the
+# e2e.test process must answer 200. The lane has no Internet by design, so e2e.test gets
+# HTTP_PROXY pointing at this stand-in inside the underlay namespace; NO_PROXY keeps every
+# cluster address (nodes, pods, Services) direct, and HTTPS (the API server) never uses
+# HTTP_PROXY. Each request it answers is logged to internet-standin.log and counted in the
+# summary. Pods get no Internet from it: the specs that need that stay skipped.
+STANDIN_SCRIPT = """
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"pycni lane: stand-in for the e2e runner's Internet check\\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, fmt, *args):
+        sys.stderr.write("ANSWERED " + (fmt % args) + "\\n")
+        sys.stderr.flush()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+NO_PROXY = "127.0.0.1,localhost,172.18.0.0/16,10.0.0.0/8,.svc,.cluster.local"
+
+
+@dataclass
+class InternetStandin:
+    process: subprocess.Popen[str]
+    port: int
+    log: Path
+
+    def env(self) -> dict[str, str]:
+        return {"HTTP_PROXY": f"http://127.0.0.1:{self.port}", "NO_PROXY": NO_PROXY}
+
+    def answered(self) -> list[str]:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if line.startswith("ANSWERED ")]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_internet_standin(cluster: Any, log: Path) -> InternetStandin:
+    stream = log.open("w")
+    process = subprocess.Popen(
+        cluster.underlay_command([sys.executable, "-c", STANDIN_SCRIPT]),
+        stdout=subprocess.PIPE,
+        stderr=stream,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    stream.close()
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.isdigit():
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"the Internet stand-in did not start: {log.read_text()[-500:]}")
+    return InternetStandin(process, int(line), log)
 
 
 def has_cluster_dns(cluster: Any, kubectl: Path, kubeconfig: Path) -> bool:
@@ -411,7 +543,22 @@ def has_cluster_dns(cluster: Any, kubectl: Path, kubeconfig: Path) -> bool:
     return result.returncode == 0 and "kube-dns" in result.stdout
 
 
-def _run_logged(argv: list[str], log: Path, timeout: float) -> int:
+def progress_line(line: str) -> str | None:
+    """What the console shows of one line of e2e.test's output (None: nothing)."""
+    start = line.find('{"msg":')
+    if start >= 0:
+        try:
+            return str(json.loads(line[start:]).get("msg", ""))
+        except ValueError:
+            return None
+    if line.startswith(("S [SKIPPING]", "• Failure", "Ran ", "FAIL", "SUCCESS")):
+        return line.rstrip()
+    return None
+
+
+def _run_logged(
+    argv: list[str], log: Path, timeout: float, env: dict[str, str] | None = None
+) -> int:
     """Run argv with its output to the terminal and `log`; stop it (by PID) after `timeout`."""
     with log.open("w") as stream:
         process = subprocess.Popen(
@@ -421,7 +568,7 @@ def _run_logged(argv: list[str], log: Path, timeout: float) -> int:
             stdin=subprocess.DEVNULL,
             text=True,
             errors="replace",
-            env={**os.environ, "HOME": os.environ.get("HOME", "/root")},
+            env={**os.environ, "HOME": os.environ.get("HOME", "/root"), **(env or {})},
         )
         timer = threading.Timer(timeout, _stop, (process, timeout))
         timer.start()
@@ -429,8 +576,9 @@ def _run_logged(argv: list[str], log: Path, timeout: float) -> int:
         try:
             for line in process.stdout:
                 stream.write(line)
-                if line.startswith(("•", "S [SKIPPING]", "Ran ", "FAIL", "PASS", "SUCCESS")):
-                    print(line.rstrip(), flush=True)
+                shown = progress_line(line)
+                if shown:
+                    print(shown, flush=True)
         finally:
             timer.cancel()
             try:

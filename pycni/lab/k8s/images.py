@@ -12,9 +12,9 @@ kubelet's default --pod-infra-container-image). Both are built from the same tre
   iproute2, and the specs exec those inside it (`curl -g -q -s http://...`,
   `echo hostName | nc -w 1 -u HOST PORT`, `sh -c 'for i in $(seq 1 5); do ...'`). Busybox does
   not do (its `nc` has no `-u`, its `wget -T` crashes, its shell runs its own `nc`), so the image
-  carries the host's Debian binaries instead - dash as /bin/sh, bash, curl, netcat-openbsd's nc,
-  coreutils, grep, sed, iproute2's ip and ss, bind9-dnsutils' nslookup and dig - each with
-  the shared libraries `ldd` names and the dynamic loader, in a merged-/usr layout.
+  carries the host's Debian binaries instead - dash as /bin/sh, bash, curl, GNU wget,
+  netcat-openbsd's nc, coreutils, grep, sed, iproute2's ip and ss, bind9-dnsutils' nslookup and
+  dig - each with the shared libraries `ldd` names and the dynamic loader, in a merged-/usr layout.
 
 Each image is written as a docker-archive tarball (manifest.json, an image config, one
 layer.tar) that `ctr -n k8s.io images import` takes; `images.json` next to the tarballs maps each
@@ -39,13 +39,15 @@ from pathlib import Path
 AGNHOST_TAG = "k8s.gcr.io/e2e-test-images/agnhost:2.21"
 PAUSE_TAG = "k8s.gcr.io/pause:3.2"
 MTIME = 1_600_000_000  # a fixed time for every entry, so the layer digest depends on content only
-REVISION = 2
+REVISION = 3
 
 # Commands the e2e network specs exec inside agnhost pods: path in the image -> host command.
 AGNHOST_TOOLS: dict[str, str] = {
     "/usr/bin/dash": "dash",
     "/usr/bin/bash": "bash",
     "/usr/bin/curl": "curl",
+    # "should be able to up and down services" runs `wget -q -T 1 -O - URL` (GNU wget does)
+    "/usr/bin/wget": "wget",
     "/usr/bin/nc": "nc.openbsd",
     "/usr/bin/ip": "ip",
     "/usr/bin/ss": "ss",
@@ -269,8 +271,8 @@ def host_command(name: str) -> Path:
     if found is None:
         raise RuntimeError(
             f"{name!r} is not installed on this machine; the agnhost image needs it "
-            "(apt-get install dash bash curl netcat-openbsd coreutils grep sed iproute2 hostname "
-            "bind9-dnsutils)"
+            "(apt-get install dash bash curl wget netcat-openbsd coreutils grep sed iproute2 "
+            "hostname bind9-dnsutils)"
         )
     return Path(found)
 

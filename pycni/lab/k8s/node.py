@@ -12,13 +12,14 @@ the container engine:
   process;
 - the node's file system is the host's with private layers, all made inside its mount
   namespace, so the host's own tree never changes: a tmpfs on /run; /etc, /opt and /var/lib
-  as overlays whose upper layers are the node's directory (so /etc/cni, /etc/kubernetes,
-  /opt/cni/bin, /var/lib/cni are the node's own); /var/lib/containerd, /var/lib/kubelet,
-  /var/log and /tmp bound to plain directories of the node (overlayfs cannot be the upper
-  layer of containerd's overlay snapshots); a sysfs of the node's network namespace, with the
-  host's cgroup hierarchies moved back under /sys/fs/cgroup; its own /proc, and on it the few
-  kernel tunables the kubelet insists on (`_KUBELET_SYSCTLS`) shown with the values it wants,
-  so that it never writes the host's (with protectKernelDefaults it would only refuse);
+  as overlays whose upper layers are the node's directory; /etc/kubernetes, /etc/cni,
+  /opt/cni/bin, /var/lib/cni, /var/lib/containerd, /var/lib/kubelet, /var/log and /tmp bound
+  to plain directories of the node (nothing of the machine's shows through there, and
+  overlayfs cannot be the upper layer of containerd's overlay snapshots); a sysfs of the
+  node's network namespace, with the host's cgroup hierarchies moved back under
+  /sys/fs/cgroup; its own /proc, and on it the few kernel tunables the kubelet insists on
+  (`_KUBELET_SYSCTLS`) shown with the values it wants, so that it never writes the host's
+  (with protectKernelDefaults it would only refuse);
 - processes enter the node with `nsenter` (`start` for daemons, `run` for commands).
 
 Operator and test path (the Kubernetes lane), never a plugin's.
@@ -156,6 +157,8 @@ class NodeLayout:
             "/etc/kubernetes": self.root / "kubernetes",
             "/etc/cni": self.root / "cni",
             "/opt/cni/bin": self.root / "cni-bin",
+            # host-local's leases and libcni's cache: the machine's own must not show through
+            "/var/lib/cni": self.root / "cni-state",
             "/var/lib/containerd": self.root / "containerd",
             "/var/lib/kubelet": self.root / "kubelet",
             "/var/log": self.root / "log",
