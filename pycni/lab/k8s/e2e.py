@@ -413,6 +413,22 @@ def main(argv: Sequence[str]) -> int:
         if standin is not None:
             standin.stop()
     elapsed = time.monotonic() - started
+    if elapsed >= args.timeout:
+        print(
+            f"k8s e2e: TIMEOUT: e2e.test was stopped after {args.timeout:.0f}s; the specs it had "
+            "not reached are missing from the table below (the run counts as failed)",
+            file=sys.stderr,
+        )
+        report(
+            report_dir,
+            returncode=returncode,
+            elapsed=elapsed,
+            focus=args.focus,
+            skips=skips,
+            user_skip=args.skip,
+            standin=standin,
+        )
+        return 1
     return report(
         report_dir,
         returncode=returncode,
