@@ -178,6 +178,18 @@ class NodeLayout:
         raise ValueError(f"{node_path} is not a path of the node's own")
 
 
+def _under_tmp() -> list[Path]:
+    """The checkout and the lane's cache, where they are under the machine's /tmp."""
+    from pycni.lab.k8s import build
+
+    repo = Path(__file__).resolve().parents[3]
+    found: list[Path] = []
+    for path in (repo, build.cache_dir().resolve()):
+        if path.is_relative_to("/tmp") and path != Path("/tmp") and path not in found:
+            found.append(path)
+    return found
+
+
 def _setup_script(name: str, layout: NodeLayout, hosts: str, machine_id: str) -> str:
     q = shlex.quote
     lines = [
@@ -198,8 +210,18 @@ def _setup_script(name: str, layout: NodeLayout, hosts: str, machine_id: str) ->
             f"mount -t overlay overlay -o lowerdir={lower},upperdir={base / 'upper'},"
             f"workdir={base / 'work'} {lower}",
         ]
+    # The node's /tmp is its own; a checkout or cache under the machine's /tmp (where CI may
+    # clone) is bound back at its own path, or the node could not see the bundle it installs.
+    keep = _under_tmp()
+    if keep:
+        lines += ["mkdir /run/.host-tmp", "mount --bind /tmp /run/.host-tmp"]
     for target, source in layout.bind_sources().items():
         lines += [f"mkdir -p {q(str(source))} {target}", f"mount --bind {q(str(source))} {target}"]
+    for path in keep:
+        inside = Path("/run/.host-tmp") / path.relative_to("/tmp")
+        lines += [f"mkdir -p {q(str(path))}", f"mount --bind {q(str(inside))} {q(str(path))}"]
+    if keep:
+        lines += ["umount /run/.host-tmp", "rmdir /run/.host-tmp"]
     lines.append("chmod 1777 /tmp")
     sysctls = layout.root / "sysctl"
     lines.append(f"mkdir -p {q(str(sysctls))}")
