@@ -413,23 +413,14 @@ def main(argv: Sequence[str]) -> int:
         if standin is not None:
             standin.stop()
     elapsed = time.monotonic() - started
-    if elapsed >= args.timeout:
+    timed_out = elapsed >= args.timeout
+    if timed_out:
         print(
             f"k8s e2e: TIMEOUT: e2e.test was stopped after {args.timeout:.0f}s; the specs it had "
             "not reached are missing from the table below (the run counts as failed)",
             file=sys.stderr,
         )
-        report(
-            report_dir,
-            returncode=returncode,
-            elapsed=elapsed,
-            focus=args.focus,
-            skips=skips,
-            user_skip=args.skip,
-            standin=standin,
-        )
-        return 1
-    return report(
+    status = report(
         report_dir,
         returncode=returncode,
         elapsed=elapsed,
@@ -438,6 +429,7 @@ def main(argv: Sequence[str]) -> int:
         user_skip=args.skip,
         standin=standin,
     )
+    return 1 if timed_out else status
 
 
 def report(
