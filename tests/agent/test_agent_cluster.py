@@ -13,28 +13,26 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
-from pycni.netlink.namespace import socket_in_netns
 from tests.support import wait
+from tests.support.cluster import API_HOST, cluster_with_api
 from tests.support.kube_replay import FakeApiServer, Pki
 from tests.support.paths import KIND
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
 TEMPLATE = KIND / "00-pycni-vxlan.conflist"
-API_HOST = "172.18.0.1"
 CLI = "import sys; from pycni.cli import main; sys.exit(main())"
 WAIT = 30.0
 AGENT_REQUEST_TIMEOUT = 30.0  # pycni.agent.kube.KubeClient's default
@@ -179,35 +177,12 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT) -> Non
 
 @pytest.fixture
 def harness(bundle: Path, tmp_path: Path) -> Iterator[Harness]:
-    pki = Pki.create(tmp_path / "pki", [API_HOST])
-    cluster = Cluster.create(3, bundle)
-    api = None
-    h = None
-    try:
-        for member in cluster.nodes.values():
-            member.peers_file.unlink()  # the agents write them, not the emulation
-        underlay = cluster.underlay.path
-        api = FakeApiServer(
-            pki,
-            # socket_in_netns hands back what the factory made: a socket.socket
-            lambda: cast(
-                socket.socket,
-                socket_in_netns(underlay, lambda: socket.socket(socket.AF_INET)),
-            ),
-            API_HOST,
-            bookmark_interval=2.0,
-        )
-        api.start()
+    with cluster_with_api(bundle, tmp_path, 3, bookmark_interval=2.0) as (cluster, api, pki):
         h = Harness(cluster, api, pki, tmp_path)
-        yield h
-    finally:
         try:
-            if h is not None:
-                h.close()
-            if api is not None:
-                api.close()
+            yield h
         finally:
-            cluster.destroy()
+            h.close()
 
 
 def test_agents_keep_the_overlay_correct_through_add_delete_410_and_an_outage(

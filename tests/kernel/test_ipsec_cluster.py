@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -33,11 +32,10 @@ from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.netns import Netns
 from pycni.lab.testbed import Pod
-from pycni.netlink.namespace import socket_in_netns
 from pycni.netlink.xfrm import Xfrm
 from tests.support import wait
 from tests.support.capture import assert_only_esp, capture
-from tests.support.cluster import cross_node_matrix
+from tests.support.cluster import API_HOST, cluster_with_api, cross_node_matrix
 from tests.support.kube_replay import FakeApiServer, Pki
 from tests.support.paths import KIND
 
@@ -48,7 +46,6 @@ TEMPLATES = {
     "ipip": KIND / "00-pycni-ipip-always.conflist",
 }
 TUNNEL_DEVICE = {"vxlan": "pycni.1", "ipip": "pycni.ipip"}
-API_HOST = "172.18.0.1"
 CLI = "import sys; from pycni.cli import main; sys.exit(main())"
 WAIT = 120.0  # the guest is 5-20 times slower than the host: agents are fresh Pythons
 LISTEN_PORT = 18181
@@ -288,36 +285,16 @@ def link_mac(ns: Netns, device: str) -> str:
 @pytest.fixture(params=["vxlan", "ipip"])
 def encrypted(request: pytest.FixtureRequest, bundle: Path, tmp_path: Path) -> Iterator[Encrypted]:
     kind = request.param
-    pki = Pki.create(tmp_path / "pki", [API_HOST])
-    cluster = Cluster.create(3, bundle, datapath=kind, encapsulation="Always")
-    api = None
-    h = None
-    try:
-        for member in cluster.nodes.values():
-            member.peers_file.unlink()  # the agents write them, not the emulation
-        underlay = cluster.underlay.path
-        api = FakeApiServer(
-            pki,
-            lambda: cast(
-                socket.socket,
-                socket_in_netns(underlay, lambda: socket.socket(socket.AF_INET)),
-            ),
-            API_HOST,
-            bookmark_interval=2.0,
-        )
-        api.start()
+    with cluster_with_api(
+        bundle, tmp_path, 3, bookmark_interval=2.0, datapath=kind, encapsulation="Always"
+    ) as (cluster, api, pki):
         for member in cluster.nodes.values():
             api.put_node(member.name, member.ip, [member.pod_cidr])
         h = Encrypted(kind, cluster, api, pki, tmp_path)
-        yield h
-    finally:
         try:
-            if h is not None:
-                h.close()
-            if api is not None:
-                api.close()
+            yield h
         finally:
-            cluster.destroy()
+            h.close()
 
 
 def test_encrypted_cluster_story(encrypted: Encrypted) -> None:

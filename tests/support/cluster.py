@@ -1,10 +1,46 @@
-"""Pods and probes across the nodes of an emulated cluster (pycni.lab.cluster)."""
+"""Pods and probes across the nodes of an emulated cluster (pycni.lab.cluster), and the cluster
+with the stand-in API server on its underlay, for tests that run `pycni agent` on its nodes."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
+from tests.support import kube_replay
+from tests.support.kube_replay import FakeApiServer, Pki
+
+API_HOST = "172.18.0.1"  # the API server's address on the underlay, as on kind
+
+
+@contextmanager
+def cluster_with_api(
+    bundle: Path, tmp: Path, node_count: int, *, bookmark_interval: float, **options: Any
+) -> Iterator[tuple[Cluster, FakeApiServer, Pki]]:
+    """An emulated cluster (`options`: Cluster.create's) whose peers files the agents write, not
+    the emulation; and the stand-in API server, started, on its underlay at API_HOST, with its
+    PKI under `tmp`. No Node objects yet. Both removed afterwards, also on failure."""
+    pki = Pki.create(tmp / "pki", [API_HOST])
+    cluster = Cluster.create(node_count, bundle, **options)
+    api: FakeApiServer | None = None
+    try:
+        for member in cluster.nodes.values():
+            member.peers_file.unlink()
+        api = kube_replay.in_netns(
+            pki, cluster.underlay.path, API_HOST, bookmark_interval=bookmark_interval
+        )
+        api.start()
+        yield cluster, api, pki
+    finally:
+        try:
+            if api is not None:
+                api.close()
+        finally:
+            cluster.destroy()
 
 
 def one_pod_per_node(cluster: Cluster) -> list[tuple[ClusterNode, Pod]]:

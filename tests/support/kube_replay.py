@@ -37,8 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
+
+from pycni.netlink.namespace import socket_in_netns
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take over its TLS handshake
 TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6InB5Y25pLXRlc3QifQ.c2VydmljZWFjY291bnQ.c2lnbmF0dXJl"
@@ -435,6 +437,17 @@ class FakeApiServer:
     def port(self) -> int:
         assert self.address is not None
         return self.address[1]
+
+
+def in_netns(pki: Pki, netns: str, host: str, *, bookmark_interval: float = 1.0) -> FakeApiServer:
+    """A server (not started) whose listening socket is made inside the network namespace at
+    `netns` (an emulated cluster's underlay, a node's namespace) and bound to `host` there."""
+
+    def make_socket() -> socket.socket:
+        # socket_in_netns hands back what the factory made: a socket.socket
+        return cast(socket.socket, socket_in_netns(netns, lambda: socket.socket(socket.AF_INET)))
+
+    return FakeApiServer(pki, make_socket, host, bookmark_interval=bookmark_interval)
 
 
 def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:

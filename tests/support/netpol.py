@@ -24,18 +24,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from pycni.lab import connectivity, truthtable
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
 from pycni.netlink.conntrack import Conntrack
-from pycni.netlink.namespace import socket_in_netns
+from tests.support.cluster import API_HOST, cluster_with_api
 from tests.support.kube_replay import FakeApiServer, Pki
 from tests.support.paths import AGENT_DIR, KIND
 from tests.support.wait import wait_for
 
-API_HOST = "172.18.0.1"
 TEMPLATES = {
     "vxlan": KIND / "00-pycni-vxlan.conflist",
     "ipip": KIND / "00-pycni-ipip-never.conflist",
@@ -418,44 +417,25 @@ class PolicyLab:
 def policy_lab(bundle: Path, tmp: Path, datapath: str = "vxlan") -> Iterator[PolicyLab]:
     """The cluster, the API server (namespaces x, y, z) and an agent on every node; removed
     afterwards, also on failure."""
-    pki = Pki.create(tmp / "pki", [API_HOST])
-    cluster = Cluster.create(1 if datapath == "bridge" else 3, bundle,
-                             datapath="ipip" if datapath == "ipip" else "vxlan",
-                             encapsulation="Never")  # fmt: skip
-    api: FakeApiServer | None = None
-    lab: PolicyLab | None = None
-    try:
-        for member in cluster.nodes.values():
-            member.peers_file.unlink()  # the agents write them
-        underlay = cluster.underlay.path
-        api = FakeApiServer(
-            pki,
-            lambda: cast(
-                socket.socket, socket_in_netns(underlay, lambda: socket.socket(socket.AF_INET))
-            ),
-            API_HOST,
-            bookmark_interval=0.5,
-        )
-        api.start()
+    nodes = 1 if datapath == "bridge" else 3
+    overlay = "ipip" if datapath == "ipip" else "vxlan"
+    with cluster_with_api(
+        bundle, tmp, nodes, bookmark_interval=0.5, datapath=overlay, encapsulation="Never"
+    ) as (cluster, api, pki):
         lab = PolicyLab(cluster, api, pki, tmp, datapath)
-        for member in cluster.nodes.values():
-            cidrs = [member.pod_cidr]
-            if datapath == "bridge":  # kubenet on one node: dual-stack
-                cidrs.append(f"fd00:10:244:{member.index}::/64")
-            api.put_node(member.name, member.ip, cidrs)
-        for ns in truthtable.NAMESPACES:
-            lab.add_namespace(ns)
-        for member in cluster.nodes.values():
-            lab.start_agent(member)
-        yield lab
-    finally:
         try:
-            if lab is not None:
-                lab.close()
-            if api is not None:
-                api.close()
+            for member in cluster.nodes.values():
+                cidrs = [member.pod_cidr]
+                if datapath == "bridge":  # kubenet on one node: dual-stack
+                    cidrs.append(f"fd00:10:244:{member.index}::/64")
+                api.put_node(member.name, member.ip, cidrs)
+            for ns in truthtable.NAMESPACES:
+                lab.add_namespace(ns)
+            for member in cluster.nodes.values():
+                lab.start_agent(member)
+            yield lab
         finally:
-            cluster.destroy()
+            lab.close()
 
 
 def model_pods(lab: PolicyLab) -> None:
