@@ -135,6 +135,42 @@ def test_outage_is_unreachable(pki: Pki, api: FakeApiServer, tmp_path: Path) -> 
     assert len(client.list_nodes()[0]) == 3
 
 
+def test_warning_events_land_in_their_objects_namespace(
+    pki: Pki, api: FakeApiServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Events of IPsec keying (on a Node) and of NetworkPolicy (on a policy), as the API
+    server stores them; one that cannot be posted is logged, not raised."""
+    client = kube.Client(kube.from_kubeconfig(kubeconfig(pki, api, tmp_path)), timeout=2)
+    node = {"apiVersion": "v1", "kind": "Node", "name": "kind-worker2", "uid": "kind-worker2"}
+    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "namespace": "x",
+              "name": "deny", "uid": "u1", "resourceVersion": "7"}  # fmt: skip
+    kube.post_event(
+        client, kube.warning_event(node, "IPsecPeerWithoutKey", "no key", "kind-worker")
+    )
+    kube.post_event(
+        client, kube.warning_event(policy, "PolicyNotProgrammed", "m" * 2000, "kind-worker")
+    )
+    on_node, on_policy = api.events
+    assert on_node["metadata"]["namespace"] == "default"  # a Node has none: default, as kubelet's
+    assert on_node["metadata"]["name"].startswith("kind-worker2.")
+    assert on_node["involvedObject"] == node
+    assert (on_node["reason"], on_node["message"], on_node["type"]) == (
+        "IPsecPeerWithoutKey",
+        "no key",
+        "Warning",
+    )
+    assert on_node["source"] == {"component": "pycni-agent", "host": "kind-worker"}
+    assert on_node["reportingInstance"] == "kind-worker" and on_node["count"] == 1
+    assert on_node["firstTimestamp"] == on_node["lastTimestamp"]
+    assert on_policy["metadata"]["namespace"] == "x" and on_policy["involvedObject"] == policy
+    assert on_policy["message"] == "m" * kube.EVENT_MESSAGE_LIMIT
+    api.outage()
+    caplog.set_level(logging.WARNING, logger="pycni.agent")
+    kube.post_event(client, kube.warning_event(policy, "PolicyNotProgrammed", "m", "kind-worker"))
+    assert "failed to post an Event on NetworkPolicy x/deny" in caplog.text
+    assert len(api.events) == 2
+
+
 # --- what the agent computes ------------------------------------------------------------
 
 
