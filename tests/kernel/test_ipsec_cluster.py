@@ -33,7 +33,7 @@ from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.netns import Netns
 from pycni.lab.testbed import Pod
 from pycni.netlink.xfrm import Xfrm
-from tests.support import wait
+from tests.support import forge, wait
 from tests.support.capture import assert_only_esp, capture
 from tests.support.cluster import API_HOST, cluster_with_api, cross_node_matrix
 from tests.support.kube_replay import FakeApiServer, Pki
@@ -89,33 +89,12 @@ for _ in range(int(sys.argv[4]) if len(sys.argv) > 4 else 5):
 
 # A clear tunnel packet (src: a node's address, forged) carrying a UDP datagram from one pod
 # to another, sent on a raw socket with our own IP header, five times.
-FORGE = r"""
-import socket, struct, sys
+FORGE = forge.script(r"""
 kind, src, dst, inner_src, inner_dst, port, payload, dst_mac, src_mac = sys.argv[1:10]
-def csum(data):
-    if len(data) % 2: data += b"\0"
-    total = sum(struct.unpack(f"!{len(data)//2}H", data))
-    while total >> 16: total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-def ipv4(proto, a, b, body):
-    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 7, 0, 64, proto, 0,
-                       socket.inet_aton(a), socket.inet_aton(b))
-    return head[:10] + struct.pack("!H", csum(head)) + head[12:] + body
 data = payload.encode()
 udp = struct.pack("!HHHH", 40000, int(port), 8 + len(data), 0) + data
-inner = ipv4(17, inner_src, inner_dst, udp)
-if kind == "vxlan":
-    mac = lambda m: bytes.fromhex(m.replace(":", ""))
-    frame = mac(dst_mac) + mac(src_mac) + b"\x08\x00" + inner
-    vxlan = struct.pack("!II", 0x08000000, 1 << 8) + frame
-    outer = ipv4(17, src, dst, struct.pack("!HHHH", 40001, 4789, 8 + len(vxlan), 0) + vxlan)
-else:
-    outer = ipv4(4, src, dst, inner)
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-for _ in range(5):
-    s.sendto(outer, (dst, 0))
-print("sent", flush=True)
-"""
+send_in_tunnel(kind, src, dst, ipv4(17, inner_src, inner_dst, udp), 1, dst_mac, src_mac)
+""")
 
 
 @dataclass
