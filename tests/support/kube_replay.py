@@ -481,13 +481,10 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 self._list(resource)
 
         def do_POST(self) -> None:
-            url = urlsplit(self.path)
-            parts = url.path.strip("/").split("/")
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
-            if not self._authenticated():
-                self._send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
+            request = self._read_authenticated()
+            if request is None:
                 return
+            parts, body = request
             if len(parts) != 5 or parts[:3] != ["api", "v1", "namespaces"] or parts[4] != "events":
                 self._send_json(405, status_object(405, "MethodNotAllowed", "not here"))
                 return
@@ -508,13 +505,10 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
         def do_PATCH(self) -> None:
             """A JSON merge patch (RFC 7386) of one Node: what the agent sends for its IPsec
             annotations; a MODIFIED event follows, as from a real API server."""
-            url = urlsplit(self.path)
-            parts = url.path.strip("/").split("/")
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
-            if not self._authenticated():
-                self._send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
+            request = self._read_authenticated()
+            if request is None:
                 return
+            parts, body = request
             if len(parts) != 4 or parts[:3] != ["api", "v1", "nodes"]:
                 self._send_json(405, status_object(405, "MethodNotAllowed", "not here"))
                 return
@@ -539,6 +533,16 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 api.changed.notify_all()
                 answer = copy.deepcopy(node)
             self._send_json(200, answer)
+
+        def _read_authenticated(self) -> tuple[list[str], bytes] | None:
+            """The path's segments and the body of a request that sends one (read whatever
+            the answer, so the connection stays usable); None once a 401 is sent."""
+            parts = urlsplit(self.path).path.strip("/").split("/")
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if not self._authenticated():
+                self._send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
+                return None
+            return parts, body
 
         def _authenticated(self) -> bool:
             if self.headers.get("Authorization") == f"Bearer {TOKEN}":
