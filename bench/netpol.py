@@ -118,7 +118,7 @@ def agent_node(pods: int, local: int, policies: int) -> Iterator[dict[str, Any]]
         template = scratch / "00-pycni-bridge.conflist"
         template.write_text((REPO / "conf" / "kind" / "00-pycni-bridge.conflist").read_text())
         kubeconfig = scratch / "kubelet.conf"
-        kubeconfig.write_text(pki.kubeconfig(f"https://127.0.0.1:{api.port()}", inline=True))
+        kubeconfig.write_text(api.kubeconfig())
         state = scratch / "netpol"
         log = open(scratch / "agent.log", "wb")  # noqa: SIM115 - closed below
         agent = subprocess.Popen(

@@ -26,8 +26,8 @@ from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
 from tests.support import wait
-from tests.support.cluster import API_HOST, cluster_with_api
-from tests.support.kube_replay import FakeApiServer, Pki
+from tests.support.cluster import cluster_with_api
+from tests.support.kube_replay import FakeApiServer
 from tests.support.paths import KIND
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
@@ -69,8 +69,8 @@ class RunningAgent:
 
 
 class Harness:
-    def __init__(self, cluster: Cluster, api: FakeApiServer, pki: Pki, tmp: Path) -> None:
-        self.cluster, self.api, self.pki, self.tmp = cluster, api, pki, tmp
+    def __init__(self, cluster: Cluster, api: FakeApiServer, tmp: Path) -> None:
+        self.cluster, self.api, self.tmp = cluster, api, tmp
         self.agents: dict[str, RunningAgent] = {}
         self.pods: dict[str, Pod] = {}
 
@@ -88,9 +88,7 @@ class Harness:
         template_file = member.node.state_dir / TEMPLATE.name
         template_file.write_text(json.dumps(template))
         kubeconfig = member.node.state_dir / "kubelet.conf"
-        kubeconfig.write_text(
-            self.pki.kubeconfig(f"https://{API_HOST}:{self.api.port()}", inline=True)
-        )
+        kubeconfig.write_text(self.api.kubeconfig())
         log = self.tmp / f"agent-{member.name}.log"
         argv = ["ip", "netns", "exec", member.node.ns.name, connectivity.python(), "-c", CLI,
                 "agent", "--node-name", member.name, "--template", str(template_file),
@@ -177,8 +175,8 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT) -> Non
 
 @pytest.fixture
 def harness(bundle: Path, tmp_path: Path) -> Iterator[Harness]:
-    with cluster_with_api(bundle, tmp_path, 3, bookmark_interval=2.0) as (cluster, api, pki):
-        h = Harness(cluster, api, pki, tmp_path)
+    with cluster_with_api(bundle, tmp_path, 3, bookmark_interval=2.0) as (cluster, api):
+        h = Harness(cluster, api, tmp_path)
         try:
             yield h
         finally:

@@ -35,8 +35,8 @@ from pycni.lab.testbed import Pod
 from pycni.netlink.xfrm import Xfrm
 from tests.support import forge, wait
 from tests.support.capture import assert_only_esp, capture
-from tests.support.cluster import API_HOST, cluster_with_api, cross_node_matrix
-from tests.support.kube_replay import FakeApiServer, Pki
+from tests.support.cluster import cluster_with_api, cross_node_matrix
+from tests.support.kube_replay import FakeApiServer
 from tests.support.paths import KIND
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
@@ -124,8 +124,8 @@ class RunningAgent:
 class Encrypted:
     """The cluster, the API server, the agents (by node name) and one pod per node."""
 
-    def __init__(self, kind: str, cluster: Cluster, api: FakeApiServer, pki: Pki, tmp: Path):
-        self.kind, self.cluster, self.api, self.pki, self.tmp = kind, cluster, api, pki, tmp
+    def __init__(self, kind: str, cluster: Cluster, api: FakeApiServer, tmp: Path):
+        self.kind, self.cluster, self.api, self.tmp = kind, cluster, api, tmp
         self.agents: dict[str, RunningAgent] = {}
         self.pods: dict[str, Pod] = {}
 
@@ -144,9 +144,7 @@ class Encrypted:
         template_file = member.node.state_dir / "00-pycni.conflist"
         template_file.write_text(json.dumps(template))
         kubeconfig = member.node.state_dir / "kubelet.conf"
-        kubeconfig.write_text(
-            self.pki.kubeconfig(f"https://{API_HOST}:{self.api.port()}", inline=True)
-        )
+        kubeconfig.write_text(self.api.kubeconfig())
         log = self.tmp / f"agent-{name}.log"
         argv = ["ip", "netns", "exec", member.node.ns.name, connectivity.python(), "-c", CLI,
                 "agent", "--node-name", name, "--template", str(template_file),
@@ -266,10 +264,10 @@ def encrypted(request: pytest.FixtureRequest, bundle: Path, tmp_path: Path) -> I
     kind = request.param
     with cluster_with_api(
         bundle, tmp_path, 3, bookmark_interval=2.0, datapath=kind, encapsulation="Always"
-    ) as (cluster, api, pki):
+    ) as (cluster, api):
         for member in cluster.nodes.values():
             api.put_node(member.name, member.ip, [member.pod_cidr])
-        h = Encrypted(kind, cluster, api, pki, tmp_path)
+        h = Encrypted(kind, cluster, api, tmp_path)
         try:
             yield h
         finally:

@@ -20,10 +20,11 @@ API_HOST = "172.18.0.1"  # the API server's address on the underlay, as on kind
 @contextmanager
 def cluster_with_api(
     bundle: Path, tmp: Path, node_count: int, *, bookmark_interval: float, **options: Any
-) -> Iterator[tuple[Cluster, FakeApiServer, Pki]]:
+) -> Iterator[tuple[Cluster, FakeApiServer]]:
     """An emulated cluster (`options`: Cluster.create's) whose peers files the agents write, not
     the emulation; and the stand-in API server, started, on its underlay at API_HOST, with its
-    PKI under `tmp`. No Node objects yet. Both removed afterwards, also on failure."""
+    PKI under `tmp` (`api.kubeconfig()` for an agent). No Node objects yet. Both removed
+    afterwards, also on failure."""
     pki = Pki.create(tmp / "pki", [API_HOST])
     cluster = Cluster.create(node_count, bundle, **options)
     api: FakeApiServer | None = None
@@ -34,7 +35,7 @@ def cluster_with_api(
             pki, cluster.underlay.path, API_HOST, bookmark_interval=bookmark_interval
         )
         api.start()
-        yield cluster, api, pki
+        yield cluster, api
     finally:
         try:
             if api is not None:

@@ -438,6 +438,11 @@ class FakeApiServer:
         assert self.address is not None
         return self.address[1]
 
+    def kubeconfig(self, *, inline: bool = True) -> str:
+        """A kubelet-style kubeconfig for this server (started): its address, the cluster CA,
+        a client certificate (see Pki.kubeconfig)."""
+        return self.pki.kubeconfig(f"https://{self.host}:{self.port()}", inline=inline)
+
 
 def in_netns(pki: Pki, netns: str, host: str, *, bookmark_interval: float = 1.0) -> FakeApiServer:
     """A server (not started) whose listening socket is made inside the network namespace at

@@ -30,8 +30,8 @@ from pycni.lab import connectivity, truthtable
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
 from pycni.netlink.conntrack import Conntrack
-from tests.support.cluster import API_HOST, cluster_with_api
-from tests.support.kube_replay import FakeApiServer, Pki
+from tests.support.cluster import cluster_with_api
+from tests.support.kube_replay import FakeApiServer
 from tests.support.paths import AGENT_DIR, KIND
 from tests.support.wait import wait_for
 
@@ -145,7 +145,6 @@ class LabPod:
 class PolicyLab:
     cluster: Cluster
     api: FakeApiServer
-    pki: Pki
     tmp: Path
     datapath: str
     agents: dict[str, RunningAgent] = field(default_factory=dict)
@@ -162,9 +161,7 @@ class PolicyLab:
         template_file = member.node.state_dir / TEMPLATES[self.datapath].name
         template_file.write_text(json.dumps(template))
         kubeconfig = member.node.state_dir / "kubelet.conf"
-        kubeconfig.write_text(
-            self.pki.kubeconfig(f"https://{API_HOST}:{self.api.port()}", inline=True)
-        )
+        kubeconfig.write_text(self.api.kubeconfig())
         state_dir = member.node.state_dir / "netpol"
         log = self.tmp / f"agent-{member.name}.log"
         # the frozen agent, as shipped (packaging/build.sh), when it is there
@@ -421,8 +418,8 @@ def policy_lab(bundle: Path, tmp: Path, datapath: str = "vxlan") -> Iterator[Pol
     overlay = "ipip" if datapath == "ipip" else "vxlan"
     with cluster_with_api(
         bundle, tmp, nodes, bookmark_interval=0.5, datapath=overlay, encapsulation="Never"
-    ) as (cluster, api, pki):
-        lab = PolicyLab(cluster, api, pki, tmp, datapath)
+    ) as (cluster, api):
+        lab = PolicyLab(cluster, api, tmp, datapath)
         try:
             for member in cluster.nodes.values():
                 cidrs = [member.pod_cidr]
