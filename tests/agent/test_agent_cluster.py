@@ -12,13 +12,10 @@ are added through the frozen plugins with the conflist the agent wrote."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,46 +23,15 @@ from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
 from tests.support import wait
-from tests.support.cluster import cluster_with_api
+from tests.support.cluster import CLI, RunningAgent, cluster_with_api, start_agent
 from tests.support.kube_replay import FakeApiServer
 from tests.support.paths import KIND
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
 TEMPLATE = KIND / "00-pycni-vxlan.conflist"
-CLI = "import sys; from pycni.cli import main; sys.exit(main())"
 WAIT = 30.0
 AGENT_REQUEST_TIMEOUT = 30.0  # pycni.agent.kube.KubeClient's default
-
-
-@dataclass
-class RunningAgent:
-    member: ClusterNode
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def conf_path(self) -> Path:
-        return self.member.node.state_dir / "net.d" / TEMPLATE.name
-
-    def conflist(self) -> dict[str, Any]:
-        conflist: dict[str, Any] = json.loads(self.conf_path.read_text())
-        return conflist
-
-    def peers(self) -> list[str]:
-        try:
-            return [p["name"] for p in json.loads(self.member.peers_file.read_text())]
-        except (OSError, ValueError):
-            return []
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class Harness:
@@ -79,24 +45,9 @@ class Harness:
         self.api.put_node(member.name, member.ip, [member.pod_cidr])
 
     def start_agent(self, member: ClusterNode) -> RunningAgent:
-        template = json.loads(TEMPLATE.read_text())
-        plugin = template["plugins"][0]
-        # the node's own files instead of /etc/cni/pycni and /var/lib/cni (one machine,
-        # many emulated nodes); the chained pycni-portmap stays, as on a kind node
-        plugin["peersFile"] = str(member.peers_file)
-        plugin["ipam"]["dataDir"] = str(member.node.state_dir / "networks")
-        template_file = member.node.state_dir / TEMPLATE.name
-        template_file.write_text(json.dumps(template))
-        kubeconfig = member.node.state_dir / "kubelet.conf"
-        kubeconfig.write_text(self.api.kubeconfig())
+        template = json.loads(TEMPLATE.read_text())  # its chained pycni-portmap stays, as on kind
         log = self.tmp / f"agent-{member.name}.log"
-        argv = ["ip", "netns", "exec", member.node.ns.name, connectivity.python(), "-c", CLI,
-                "agent", "--node-name", member.name, "--template", str(template_file),
-                "--conf-dir", str(member.node.state_dir / "net.d"),
-                "--kubeconfig", str(kubeconfig), "--backoff-limit", "1"]  # fmt: skip
-        with open(log, "wb") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        running = RunningAgent(member, process, log)
+        running = start_agent(member, self.api, template, log, template_name=TEMPLATE.name)
         self.agents[member.name] = running
         return running
 

@@ -17,13 +17,10 @@ frozen plugins with the conflist each agent wrote; once with VXLAN, once with IP
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -35,7 +32,7 @@ from pycni.lab.testbed import Pod
 from pycni.netlink.xfrm import Xfrm
 from tests.support import forge, wait
 from tests.support.capture import assert_only_esp, capture
-from tests.support.cluster import cluster_with_api, cross_node_matrix
+from tests.support.cluster import RunningAgent, cluster_with_api, cross_node_matrix, start_agent
 from tests.support.kube_replay import FakeApiServer
 from tests.support.paths import KIND
 
@@ -46,7 +43,6 @@ TEMPLATES = {
     "ipip": KIND / "00-pycni-ipip-always.conflist",
 }
 TUNNEL_DEVICE = {"vxlan": "pycni.1", "ipip": "pycni.ipip"}
-CLI = "import sys; from pycni.cli import main; sys.exit(main())"
 WAIT = 120.0  # the guest is 5-20 times slower than the host: agents are fresh Pythons
 LISTEN_PORT = 18181
 RESUME_WITHIN = 5.0
@@ -97,30 +93,6 @@ send_in_tunnel(kind, src, dst, ipv4(17, inner_src, inner_dst, udp), 1, dst_mac, 
 """)
 
 
-@dataclass
-class RunningAgent:
-    member: ClusterNode
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def conf_path(self) -> Path:
-        return self.member.node.state_dir / "net.d" / "00-pycni.conflist"
-
-    def conflist(self) -> dict[str, Any]:
-        conflist: dict[str, Any] = json.loads(self.conf_path.read_text())
-        return conflist
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 class Encrypted:
     """The cluster, the API server, the agents (by node name) and one pod per node."""
 
@@ -136,30 +108,19 @@ class Encrypted:
         member = self.member(name)
         template = json.loads(TEMPLATES[self.kind].read_text())
         plugin = template["plugins"][0]
-        plugin["peersFile"] = str(member.peers_file)
-        plugin["ipam"]["dataDir"] = str(member.node.state_dir / "networks")
         # no NAT, no portmap: the guest kernel's nftables has no ip/inet tables
         plugin["ipMasq"] = False
         template["plugins"] = [plugin]
-        template_file = member.node.state_dir / "00-pycni.conflist"
-        template_file.write_text(json.dumps(template))
-        kubeconfig = member.node.state_dir / "kubelet.conf"
-        kubeconfig.write_text(self.api.kubeconfig())
-        log = self.tmp / f"agent-{name}.log"
-        argv = ["ip", "netns", "exec", member.node.ns.name, connectivity.python(), "-c", CLI,
-                "agent", "--node-name", name, "--template", str(template_file),
-                "--conf-dir", str(member.node.state_dir / "net.d"),
-                "--kubeconfig", str(kubeconfig), "--backoff-limit", "1",
-                "--network-policy", "false", "--encryption", "ipsec"]  # fmt: skip
+        flags = ["--network-policy", "false", "--encryption", "ipsec"]
         if psk:
             psk_file = member.node.state_dir / "psk"
             psk_file.write_text(psk)
-            argv += ["--ipsec-psk-file", str(psk_file)]
-        argv += extra
-        with open(log, "ab") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        self.agents[name] = RunningAgent(member, process, log)
-        return self.agents[name]
+            flags += ["--ipsec-psk-file", str(psk_file)]
+        log = self.tmp / f"agent-{name}.log"
+        # stop_timeout: the guest is 5-20 times slower than the host
+        running = start_agent(member, self.api, template, log, *flags, *extra, stop_timeout=30.0)
+        self.agents[name] = running
+        return running
 
     def owned_sas(self, name: str) -> set[tuple[str, str, int]]:
         with Xfrm(self.member(name).node.ns.path) as table:
