@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from bench.common import REPO, SMOKE, Context, Outcome, Target
 
@@ -96,8 +95,8 @@ def agent_node(pods: int, local: int, policies: int) -> Iterator[dict[str, Any]]
     """A namespace with the API server on 127.0.0.1 and the frozen agent, the synthetic
     cluster loaded; yields the api, the netns name, the agent process and its state dir."""
     from pycni.lab import netns as netns_mod
-    from pycni.netlink.namespace import socket_in_netns
-    from tests.support.kube_replay import FakeApiServer, Pki
+    from tests.support import kube_replay
+    from tests.support.kube_replay import Pki
 
     scratch = Path(tempfile.mkdtemp(prefix="pycni-bench-netpol-"))
     ns = netns_mod.create("bnetpol")
@@ -106,14 +105,7 @@ def agent_node(pods: int, local: int, policies: int) -> Iterator[dict[str, Any]]
     try:
         ns.ip("link", "set", "lo", "up")
         pki = Pki.create(scratch / "pki", ["127.0.0.1"])
-        api = FakeApiServer(
-            pki,
-            lambda: cast(
-                socket.socket, socket_in_netns(ns.path, lambda: socket.socket(socket.AF_INET))
-            ),
-            "127.0.0.1",
-            bookmark_interval=1.0,
-        )
+        api = kube_replay.in_netns(pki, ns.path, "127.0.0.1", bookmark_interval=1.0)
         namespaces = 20
         api.put_node(NODE, "172.18.0.2", ["10.200.0.0/24"])
         for i in range(namespaces):
@@ -126,7 +118,7 @@ def agent_node(pods: int, local: int, policies: int) -> Iterator[dict[str, Any]]
         template = scratch / "00-pycni-bridge.conflist"
         template.write_text((REPO / "conf" / "kind" / "00-pycni-bridge.conflist").read_text())
         kubeconfig = scratch / "kubelet.conf"
-        kubeconfig.write_text(pki.kubeconfig(f"https://127.0.0.1:{api.port()}", inline=True))
+        kubeconfig.write_text(api.kubeconfig())
         state = scratch / "netpol"
         log = open(scratch / "agent.log", "wb")  # noqa: SIM115 - closed below
         agent = subprocess.Popen(

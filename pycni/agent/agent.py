@@ -28,7 +28,8 @@ none, any xfrm state of pycni's is removed. Stopping leaves the xfrm state as it
 goes on with the old keys while the agent restarts.
 
 With --once it lists the nodes, writes what it would write, and exits (an init container's step:
-status 1 while the node has no pod CIDR, so the kubelet retries it).
+status 1 while the node has no pod CIDR, so the kubelet retries it); with --encryption ipsec only
+the conflist: the node's key is published once, by the agent that stays.
 
 SIGTERM or SIGINT ends it cleanly (exit status 0); the previous handlers are restored.
 """
@@ -258,13 +259,14 @@ class Agent:
                 break
         return version
 
-    def apply(self) -> None:
+    def apply(self, *, conflist_only: bool = False) -> None:
         """Write the node's conflist and the peers file if they changed; reconcile on change.
-        With encryption, the peers' xfrm state first: a peer's tunnel never exists without."""
+        With encryption, the peers' xfrm state first: a peer's tunnel never exists without.
+        `conflist_only`: the conflist, nothing else (no peers file, no datapath, no keying)."""
         with self.apply_lock:
-            self._apply()
+            self._apply(conflist_only)
 
-    def _apply(self) -> None:
+    def _apply(self, conflist_only: bool = False) -> None:
         own = self.nodes.get(self.node_name)
         if own is None or not own.pod_cidrs:
             log.warning("node %s has no pod CIDR yet: conflist not written", self.node_name)
@@ -276,6 +278,8 @@ class Agent:
             write_atomically(self.conf_path, conf_text)
             self.written_conf = conf_text
             log.info("wrote %s (pod CIDRs %s)", self.conf_path, ", ".join(own.pod_cidrs))
+        if conflist_only:
+            return
         peers_file = self.peers_file
         if peers_file is None:
             return
@@ -372,7 +376,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--once",
         action="store_true",
         help="list the nodes once, write the conflist (and peers file), reconcile, exit:"
-        " status 0 if the conflist was written (an init container's step)",
+        " status 0 if the conflist was written (an init container's step); with"
+        " --encryption ipsec the conflist only (the agent that stays publishes the key)",
     )
     parser.add_argument(
         "--network-policy",
@@ -537,7 +542,12 @@ def _boolean(text: str) -> bool:
 
 
 def run_once(agent: Agent) -> int:
-    """One list and one apply: 0 if the node's conflist is now written."""
+    """One list and one apply: 0 if the node's conflist is now written.
+
+    With IPsec keying, the conflist only. Keying publishes this process's key; the agent that
+    starts next has a key of its own and publishes it too, so every peer would rekey twice at
+    start (and briefly hold SAs for a key nobody uses). The peers file, and with it every
+    tunnel, waits for that agent: no tunnel exists before its SAs."""
     from pycni.agent import kube
 
     try:
@@ -546,7 +556,7 @@ def run_once(agent: Agent) -> int:
         log.error("failed to list the nodes: %s", err)
         return 1
     agent.nodes = {n.name: n for n in map(NodeInfo.of, items)}
-    agent.apply()
+    agent.apply(conflist_only=agent.keying is not None)
     return 0 if agent.written_conf is not None else 1
 
 

@@ -27,7 +27,6 @@ import base64
 import binascii
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,26 +258,10 @@ class Keying:
     def _event(self, node: str, message: str) -> None:
         from pycni.agent import kube
 
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{node}.", "namespace": "default"},
-            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node},
-            "reason": EVENT_REASON,
-            "message": message[:1024],
-            "type": "Warning",
-            "source": {"component": "pycni-agent", "host": self.node_name},
-            "reportingComponent": "pycni-agent",
-            "reportingInstance": self.node_name,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            self.client.create("/api/v1/namespaces/default/events", event)
-        except kube.ApiError as err:
-            log.warning("failed to post an Event on node %s: %s", node, err)
+        about = {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node}
+        kube.post_event(
+            self.client, kube.warning_event(about, EVENT_REASON, message, self.node_name)
+        )
 
 
 def _short(data: bytes) -> str:

@@ -32,11 +32,13 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import logging
 import os
 import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,9 @@ from urllib.parse import urlencode, urlsplit
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 KIND_KUBELET_CONF = Path("/etc/kubernetes/kubelet.conf")
 NODES_PATH = "/api/v1/nodes"
+EVENT_MESSAGE_LIMIT = 1024  # characters of an Event's message kept; the rest is cut
+
+log = logging.getLogger("pycni.agent")
 
 
 class ApiError(Exception):
@@ -354,6 +359,46 @@ class Client:
         if self._open is not None:
             self._open.close()
             self._open = None
+
+
+def warning_event(
+    involved: Mapping[str, str], reason: str, message: str, host: str
+) -> dict[str, Any]:
+    """A core/v1 Event of type Warning about the object `involved` refers to (apiVersion, kind,
+    name; namespace, uid, resourceVersion where known), reported by the agent on node `host`.
+    It lives in the object's namespace; one about a cluster-scoped object (a Node) in
+    "default"."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "generateName": f"{involved['name']}.",
+            "namespace": involved.get("namespace") or "default",
+        },
+        "involvedObject": dict(involved),
+        "reason": reason,
+        "message": message[:EVENT_MESSAGE_LIMIT],
+        "type": "Warning",
+        "source": {"component": "pycni-agent", "host": host},
+        "reportingComponent": "pycni-agent",
+        "reportingInstance": host,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+def post_event(client: Client, event: dict[str, Any]) -> None:
+    """POST `event` (see `warning_event`) to its namespace. An Event only tells a person: one
+    that cannot be posted is logged and dropped, never raised."""
+    namespace = event["metadata"]["namespace"]
+    try:
+        client.create(f"/api/v1/namespaces/{namespace}/events", event)
+    except ApiError as err:
+        about = event["involvedObject"]
+        name = "/".join(filter(None, (about.get("namespace"), about["name"])))
+        log.warning("failed to post an Event on %s %s: %s", about["kind"], name, err)
 
 
 def _tls_context(credentials: Credentials) -> ssl.SSLContext:

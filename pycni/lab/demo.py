@@ -204,15 +204,7 @@ def _run_node(args: argparse.Namespace, bundle: Path) -> int:
             sources.append(("node1", node.ns, gateway))
             _step(f"probing IPv{version}: every pod and the node to every pod, TCP and UDP")
             probes += connectivity.matrix(sources, targets)
-        print()
-        print(connectivity.report(probes))
-        failed = [p for p in probes if not p.ok]
-        print()
-        print(
-            f"{'FAILED' if failed else 'OK'}: {len(probes) - len(failed)} of {len(probes)} probes"
-            f" reached their pod with the sender's own address ({time.monotonic() - started:.1f}s)"
-        )
-        return 1 if failed else 0
+        return _verdict(connectivity, probes, started)
     except KeyboardInterrupt:
         print("\ninterrupted: tearing down", file=sys.stderr)
         return 130

@@ -48,9 +48,9 @@ def api(pki: Pki) -> Iterator[FakeApiServer]:
     server.close()
 
 
-def kubeconfig(pki: Pki, api: FakeApiServer, tmp_path: Path, *, inline: bool = True) -> Path:
+def kubeconfig(api: FakeApiServer, tmp_path: Path, *, inline: bool = True) -> Path:
     path = tmp_path / "kubelet.conf"
-    path.write_text(pki.kubeconfig(f"https://127.0.0.1:{api.port()}", inline=inline))
+    path.write_text(api.kubeconfig(inline=inline))
     return path
 
 
@@ -59,9 +59,9 @@ def kubeconfig(pki: Pki, api: FakeApiServer, tmp_path: Path, *, inline: bool = T
 
 @pytest.mark.parametrize("inline", [True, False], ids=["data", "files"])
 def test_kubeconfig_client_certificate_lists_nodes(
-    pki: Pki, api: FakeApiServer, tmp_path: Path, inline: bool
+    api: FakeApiServer, tmp_path: Path, inline: bool
 ) -> None:
-    client = kube.Client(kube.from_kubeconfig(kubeconfig(pki, api, tmp_path, inline=inline)))
+    client = kube.Client(kube.from_kubeconfig(kubeconfig(api, tmp_path, inline=inline)))
     items, version = client.list_nodes()
     assert [i["metadata"]["name"] for i in items] == [
         "kind-control-plane",
@@ -95,10 +95,8 @@ def test_wrong_credentials_and_missing_config_are_reported(
         kube.Client(other).list_nodes()  # the system trust store does not know the cluster CA
 
 
-def test_watch_streams_events_bookmarks_and_error_410(
-    pki: Pki, api: FakeApiServer, tmp_path: Path
-) -> None:
-    client = kube.Client(kube.from_kubeconfig(kubeconfig(pki, api, tmp_path)), timeout=5)
+def test_watch_streams_events_bookmarks_and_error_410(api: FakeApiServer, tmp_path: Path) -> None:
+    client = kube.Client(kube.from_kubeconfig(kubeconfig(api, tmp_path)), timeout=5)
     _, version = client.list_nodes()
     seen: list[tuple[str, str]] = []
 
@@ -126,13 +124,49 @@ def test_watch_streams_events_bookmarks_and_error_410(
         next(iter(client.watch_nodes(version)))
 
 
-def test_outage_is_unreachable(pki: Pki, api: FakeApiServer, tmp_path: Path) -> None:
-    client = kube.Client(kube.from_kubeconfig(kubeconfig(pki, api, tmp_path)), timeout=2)
+def test_outage_is_unreachable(api: FakeApiServer, tmp_path: Path) -> None:
+    client = kube.Client(kube.from_kubeconfig(kubeconfig(api, tmp_path)), timeout=2)
     api.outage()
     with pytest.raises(kube.Unreachable, match="Connection refused"):
         client.list_nodes()
     api.restore()
     assert len(client.list_nodes()[0]) == 3
+
+
+def test_warning_events_land_in_their_objects_namespace(
+    api: FakeApiServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Events of IPsec keying (on a Node) and of NetworkPolicy (on a policy), as the API
+    server stores them; one that cannot be posted is logged, not raised."""
+    client = kube.Client(kube.from_kubeconfig(kubeconfig(api, tmp_path)), timeout=2)
+    node = {"apiVersion": "v1", "kind": "Node", "name": "kind-worker2", "uid": "kind-worker2"}
+    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "namespace": "x",
+              "name": "deny", "uid": "u1", "resourceVersion": "7"}  # fmt: skip
+    kube.post_event(
+        client, kube.warning_event(node, "IPsecPeerWithoutKey", "no key", "kind-worker")
+    )
+    kube.post_event(
+        client, kube.warning_event(policy, "PolicyNotProgrammed", "m" * 2000, "kind-worker")
+    )
+    on_node, on_policy = api.events
+    assert on_node["metadata"]["namespace"] == "default"  # a Node has none: default, as kubelet's
+    assert on_node["metadata"]["name"].startswith("kind-worker2.")
+    assert on_node["involvedObject"] == node
+    assert (on_node["reason"], on_node["message"], on_node["type"]) == (
+        "IPsecPeerWithoutKey",
+        "no key",
+        "Warning",
+    )
+    assert on_node["source"] == {"component": "pycni-agent", "host": "kind-worker"}
+    assert on_node["reportingInstance"] == "kind-worker" and on_node["count"] == 1
+    assert on_node["firstTimestamp"] == on_node["lastTimestamp"]
+    assert on_policy["metadata"]["namespace"] == "x" and on_policy["involvedObject"] == policy
+    assert on_policy["message"] == "m" * kube.EVENT_MESSAGE_LIMIT
+    api.outage()
+    caplog.set_level(logging.WARNING, logger="pycni.agent")
+    kube.post_event(client, kube.warning_event(policy, "PolicyNotProgrammed", "m", "kind-worker"))
+    assert "failed to post an Event on NetworkPolicy x/deny" in caplog.text
+    assert len(api.events) == 2
 
 
 # --- what the agent computes ------------------------------------------------------------
@@ -231,14 +265,14 @@ class Recorder:
 
 
 def test_agent_follows_the_cluster_through_410_and_an_outage(
-    pki: Pki, api: FakeApiServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    api: FakeApiServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="pycni.agent")
     template = json.loads(TEMPLATE.read_text())
     peers_file = tmp_path / "peers.json"
     template["plugins"][0]["peersFile"] = str(peers_file)
     recorder = Recorder(peers_file)
-    client = kube.Client(kube.from_kubeconfig(kubeconfig(pki, api, tmp_path)), timeout=2)
+    client = kube.Client(kube.from_kubeconfig(kubeconfig(api, tmp_path)), timeout=2)
     node_agent = agent_mod.Agent(
         client,
         "kind-worker",
@@ -309,9 +343,7 @@ def test_agent_follows_the_cluster_through_410_and_an_outage(
     assert not list(tmp_path.glob("**/.*.tmp")), "no temporary file left behind"
 
 
-def test_agent_process_stops_cleanly_on_sigterm(
-    pki: Pki, api: FakeApiServer, tmp_path: Path
-) -> None:
+def test_agent_process_stops_cleanly_on_sigterm(api: FakeApiServer, tmp_path: Path) -> None:
     template = json.loads(TEMPLATE.read_text())
     template["plugins"] = [{"type": "pycni-bridge", "ipam": template["plugins"][0]["ipam"]}]
     template_file = tmp_path / "00-pycni-bridge.conflist"
@@ -319,7 +351,7 @@ def test_agent_process_stops_cleanly_on_sigterm(
     argv = [sys.executable, "-c", "import sys; from pycni.cli import main; sys.exit(main())",
             "agent", "--node-name", "kind-worker2", "--template", str(template_file),
             "--conf-dir", str(tmp_path / "net.d"),
-            "--kubeconfig", str(kubeconfig(pki, api, tmp_path))]  # fmt: skip
+            "--kubeconfig", str(kubeconfig(api, tmp_path))]  # fmt: skip
     process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     try:
         conf = tmp_path / "net.d" / "00-pycni-bridge.conflist"
@@ -337,10 +369,10 @@ def test_agent_process_stops_cleanly_on_sigterm(
     assert "stopped" in stderr
 
 
-def test_signal_handlers_are_restored(pki: Pki, api: FakeApiServer, tmp_path: Path) -> None:
+def test_signal_handlers_are_restored(api: FakeApiServer, tmp_path: Path) -> None:
     """run_until_signalled leaves SIGTERM and SIGINT as it found them."""
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    client = kube.Client(kube.from_kubeconfig(kubeconfig(pki, api, tmp_path)), timeout=2)
+    client = kube.Client(kube.from_kubeconfig(kubeconfig(api, tmp_path)), timeout=2)
     template = {"plugins": [{"type": "pycni-bridge", "ipam": {"ranges": []}}]}
     node_agent = agent_mod.Agent(
         client, "kind-worker", template, tmp_path / "c.conflist", lambda _: []
@@ -373,13 +405,13 @@ def test_agent_without_api_keeps_going_and_says_so(
     assert not (tmp_path / "c").exists()
 
 
-def test_once_writes_the_conflist_and_exits(pki: Pki, api: FakeApiServer, tmp_path: Path) -> None:
+def test_once_writes_the_conflist_and_exits(api: FakeApiServer, tmp_path: Path) -> None:
     """The DaemonSet's install-conflist init container: one list, the files, exit 0; exit 1
     while the node has no pod CIDR (the kubelet then retries the init container)."""
     api.put_node("kind-worker9", "172.18.0.9", [])
     argv = [sys.executable, "-c", "import sys; from pycni.cli import main; sys.exit(main())",
             "agent", "--once", "--template", str(TEMPLATE), "--conf-dir", str(tmp_path / "net.d"),
-            "--kubeconfig", str(kubeconfig(pki, api, tmp_path))]  # fmt: skip
+            "--kubeconfig", str(kubeconfig(api, tmp_path))]  # fmt: skip
     done = subprocess.run([*argv, "--node-name", "kind-worker9"], check=False,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 1, done.stderr
@@ -395,7 +427,7 @@ def test_once_writes_the_conflist_and_exits(pki: Pki, api: FakeApiServer, tmp_pa
         return []
 
     # run_once as --once runs it, with the datapath stubbed (this test has no node namespace)
-    client = kube.Client(kube.from_kubeconfig(kubeconfig(pki, api, tmp_path)))
+    client = kube.Client(kube.from_kubeconfig(kubeconfig(api, tmp_path)))
     one = agent_mod.Agent(
         client, "kind-worker", template, tmp_path / "net.d" / TEMPLATE.name, reconcile
     )
@@ -467,14 +499,12 @@ def test_kubeconfig_file_paths_are_relative_to_the_kubeconfig(pki: Pki, tmp_path
     assert client._token() == TOKEN
 
 
-def test_http_410_on_a_new_watch_means_list_again(
-    pki: Pki, api: FakeApiServer, tmp_path: Path
-) -> None:
+def test_http_410_on_a_new_watch_means_list_again(api: FakeApiServer, tmp_path: Path) -> None:
     """A watch request whose resourceVersion was compacted away while no watch was open (the
     previous one ended at its timeout) is answered HTTP 410: the agent lists again."""
     template = json.loads(TEMPLATE.read_text())
     template["plugins"][0]["peersFile"] = str(tmp_path / "peers.json")
-    client = kube.Client(kube.from_kubeconfig(kubeconfig(pki, api, tmp_path)), timeout=5)
+    client = kube.Client(kube.from_kubeconfig(kubeconfig(api, tmp_path)), timeout=5)
     node_agent = agent_mod.Agent(
         client, "kind-worker", template, tmp_path / "c.conflist", lambda _: []
     )

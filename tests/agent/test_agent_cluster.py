@@ -12,67 +12,31 @@ are added through the frozen plugins with the conflist the agent wrote."""
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
 from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
-from pycni.netlink.namespace import socket_in_netns
 from tests.support import wait
-from tests.support.kube_replay import FakeApiServer, Pki
+from tests.support.cluster import CLI, RunningAgent, cluster_with_api, start_agent
+from tests.support.kube_replay import FakeApiServer
 from tests.support.paths import KIND
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
 
 TEMPLATE = KIND / "00-pycni-vxlan.conflist"
-API_HOST = "172.18.0.1"
-CLI = "import sys; from pycni.cli import main; sys.exit(main())"
 WAIT = 30.0
 AGENT_REQUEST_TIMEOUT = 30.0  # pycni.agent.kube.KubeClient's default
 
 
-@dataclass
-class RunningAgent:
-    member: ClusterNode
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def conf_path(self) -> Path:
-        return self.member.node.state_dir / "net.d" / TEMPLATE.name
-
-    def conflist(self) -> dict[str, Any]:
-        conflist: dict[str, Any] = json.loads(self.conf_path.read_text())
-        return conflist
-
-    def peers(self) -> list[str]:
-        try:
-            return [p["name"] for p in json.loads(self.member.peers_file.read_text())]
-        except (OSError, ValueError):
-            return []
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 class Harness:
-    def __init__(self, cluster: Cluster, api: FakeApiServer, pki: Pki, tmp: Path) -> None:
-        self.cluster, self.api, self.pki, self.tmp = cluster, api, pki, tmp
+    def __init__(self, cluster: Cluster, api: FakeApiServer, tmp: Path) -> None:
+        self.cluster, self.api, self.tmp = cluster, api, tmp
         self.agents: dict[str, RunningAgent] = {}
         self.pods: dict[str, Pod] = {}
 
@@ -81,26 +45,9 @@ class Harness:
         self.api.put_node(member.name, member.ip, [member.pod_cidr])
 
     def start_agent(self, member: ClusterNode) -> RunningAgent:
-        template = json.loads(TEMPLATE.read_text())
-        plugin = template["plugins"][0]
-        # the node's own files instead of /etc/cni/pycni and /var/lib/cni (one machine,
-        # many emulated nodes); the chained pycni-portmap stays, as on a kind node
-        plugin["peersFile"] = str(member.peers_file)
-        plugin["ipam"]["dataDir"] = str(member.node.state_dir / "networks")
-        template_file = member.node.state_dir / TEMPLATE.name
-        template_file.write_text(json.dumps(template))
-        kubeconfig = member.node.state_dir / "kubelet.conf"
-        kubeconfig.write_text(
-            self.pki.kubeconfig(f"https://{API_HOST}:{self.api.port()}", inline=True)
-        )
+        template = json.loads(TEMPLATE.read_text())  # its chained pycni-portmap stays, as on kind
         log = self.tmp / f"agent-{member.name}.log"
-        argv = ["ip", "netns", "exec", member.node.ns.name, connectivity.python(), "-c", CLI,
-                "agent", "--node-name", member.name, "--template", str(template_file),
-                "--conf-dir", str(member.node.state_dir / "net.d"),
-                "--kubeconfig", str(kubeconfig), "--backoff-limit", "1"]  # fmt: skip
-        with open(log, "wb") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        running = RunningAgent(member, process, log)
+        running = start_agent(member, self.api, template, log, template_name=TEMPLATE.name)
         self.agents[member.name] = running
         return running
 
@@ -179,35 +126,12 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT) -> Non
 
 @pytest.fixture
 def harness(bundle: Path, tmp_path: Path) -> Iterator[Harness]:
-    pki = Pki.create(tmp_path / "pki", [API_HOST])
-    cluster = Cluster.create(3, bundle)
-    api = None
-    h = None
-    try:
-        for member in cluster.nodes.values():
-            member.peers_file.unlink()  # the agents write them, not the emulation
-        underlay = cluster.underlay.path
-        api = FakeApiServer(
-            pki,
-            # socket_in_netns hands back what the factory made: a socket.socket
-            lambda: cast(
-                socket.socket,
-                socket_in_netns(underlay, lambda: socket.socket(socket.AF_INET)),
-            ),
-            API_HOST,
-            bookmark_interval=2.0,
-        )
-        api.start()
-        h = Harness(cluster, api, pki, tmp_path)
-        yield h
-    finally:
+    with cluster_with_api(bundle, tmp_path, 3, bookmark_interval=2.0) as (cluster, api):
+        h = Harness(cluster, api, tmp_path)
         try:
-            if h is not None:
-                h.close()
-            if api is not None:
-                api.close()
+            yield h
         finally:
-            cluster.destroy()
+            h.close()
 
 
 def test_agents_keep_the_overlay_correct_through_add_delete_410_and_an_outage(

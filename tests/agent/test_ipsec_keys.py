@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from pycni.agent import ipsec_keys
-from pycni.agent.agent import Agent, NodeInfo
+from pycni.agent.agent import Agent, NodeInfo, run_once
 from pycni.agent.ipsec_keys import (
     ANNOTATION_NONCE,
     ANNOTATION_PUBLIC_KEY,
@@ -27,6 +28,7 @@ from pycni.datapath import ipsec
 from pycni.lab.netns import Netns
 from pycni.netlink.xfrm import SecurityAssociation, SecurityPolicy, Xfrm
 from tests.support.ci import unavailable
+from tests.support.kube_replay import kind_node
 from tests.support.netlink import ip
 from tests.support.paths import AGENT_DIR, KIND
 
@@ -65,9 +67,13 @@ class FakeXfrm:
 
 
 class FakeApi:
-    def __init__(self) -> None:
+    def __init__(self, nodes: list[dict[str, Any]] | None = None) -> None:
+        self.nodes = nodes or []
         self.patches: list[tuple[str, dict[str, Any]]] = []
         self.events: list[dict[str, Any]] = []
+
+    def list_nodes(self) -> tuple[list[dict[str, Any]], str]:
+        return self.nodes, "1"
 
     def patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.patches.append((path, patch))
@@ -209,6 +215,36 @@ def test_agent_rekeys_before_the_sequence_number_wraps(tmp_path: Path) -> None:
     assert api.patches[-1][1]["metadata"]["annotations"][ANNOTATION_NONCE] == (
         base64.b64encode(keying.key.nonce).decode()
     )
+
+
+def test_once_writes_the_conflist_and_leaves_the_key_to_the_agent(tmp_path: Path) -> None:
+    """--once (the install-conflist init container) with IPsec: the conflist, and nothing
+    published, no xfrm state, no peers file. Its key would be replaced by the agent's own a
+    moment later, and every peer would rekey twice at start; the agent publishes once."""
+    peer = NodeKey()
+    node2 = kind_node("node2", "172.18.0.3", ["10.244.1.0/24"], 1)
+    node2["metadata"]["annotations"].update(peer.published.annotations())
+    nodes = [kind_node("node1", "172.18.0.2", ["10.244.0.0/24"], 1), node2]
+    api, table = FakeApi(nodes), FakeXfrm()
+    keying = Keying(api, "node1", ipsec.Tunnel("vxlan"), xfrm_factory=lambda: table)  # type: ignore[arg-type,return-value]
+    peers_file = tmp_path / "peers.json"
+    template = {"plugins": [{"type": "pycni-vxlan", "peersFile": str(peers_file)}]}
+    reconciled: list[Path] = []
+
+    def reconcile(path: Path) -> list[str]:
+        reconciled.append(path)
+        return []
+
+    conf = tmp_path / "net.conflist"
+    agent = Agent(api, "node1", template, conf, reconcile, encryption="ipsec", keying=keying)
+    assert run_once(agent) == 0
+    assert json.loads(conf.read_text())["plugins"][0]["encryption"] == "ipsec"
+    assert api.patches == [] and table.sa_list == [] and table.sp_list == []
+    assert not peers_file.exists() and reconciled == []
+    agent.apply()  # the agent that stays: its key published once, the peer keyed
+    assert len(api.patches) == 1 and len(table.sa_list) == 2
+    assert [p["name"] for p in json.loads(peers_file.read_text())] == ["node2"]
+    assert reconciled == [conf]
 
 
 def test_node_info_keeps_pycni_annotations_only() -> None:

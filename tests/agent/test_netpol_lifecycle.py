@@ -208,7 +208,8 @@ def test_a_pod_the_agent_does_not_know_is_pending_until_programmed(lab: PolicyLa
     agent.stop()
     try:
         new = lab.add_pod("x/late", "node2", report_ip=False)
-        state = agent.state_dir
+        state = agent.policy_state_dir
+        assert state is not None
         assert (state / "namespaces" / "x").exists()
         pending = agent.member.node.ns.run(
             ["nft", "list", "set", "inet", "pycni-policy", "pending4"]

@@ -17,14 +17,10 @@ frozen plugins with the conflist each agent wrote; once with VXLAN, once with IP
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
@@ -33,12 +29,11 @@ from pycni.lab import connectivity
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.netns import Netns
 from pycni.lab.testbed import Pod
-from pycni.netlink.namespace import socket_in_netns
 from pycni.netlink.xfrm import Xfrm
-from tests.support import wait
+from tests.support import forge, wait
 from tests.support.capture import assert_only_esp, capture
-from tests.support.cluster import cross_node_matrix
-from tests.support.kube_replay import FakeApiServer, Pki
+from tests.support.cluster import RunningAgent, cluster_with_api, cross_node_matrix, start_agent
+from tests.support.kube_replay import FakeApiServer
 from tests.support.paths import KIND
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns, pytest.mark.slow]
@@ -48,8 +43,6 @@ TEMPLATES = {
     "ipip": KIND / "00-pycni-ipip-always.conflist",
 }
 TUNNEL_DEVICE = {"vxlan": "pycni.1", "ipip": "pycni.ipip"}
-API_HOST = "172.18.0.1"
-CLI = "import sys; from pycni.cli import main; sys.exit(main())"
 WAIT = 120.0  # the guest is 5-20 times slower than the host: agents are fresh Pythons
 LISTEN_PORT = 18181
 RESUME_WITHIN = 5.0
@@ -92,64 +85,19 @@ for _ in range(int(sys.argv[4]) if len(sys.argv) > 4 else 5):
 
 # A clear tunnel packet (src: a node's address, forged) carrying a UDP datagram from one pod
 # to another, sent on a raw socket with our own IP header, five times.
-FORGE = r"""
-import socket, struct, sys
+FORGE = forge.script(r"""
 kind, src, dst, inner_src, inner_dst, port, payload, dst_mac, src_mac = sys.argv[1:10]
-def csum(data):
-    if len(data) % 2: data += b"\0"
-    total = sum(struct.unpack(f"!{len(data)//2}H", data))
-    while total >> 16: total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-def ipv4(proto, a, b, body):
-    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 7, 0, 64, proto, 0,
-                       socket.inet_aton(a), socket.inet_aton(b))
-    return head[:10] + struct.pack("!H", csum(head)) + head[12:] + body
 data = payload.encode()
 udp = struct.pack("!HHHH", 40000, int(port), 8 + len(data), 0) + data
-inner = ipv4(17, inner_src, inner_dst, udp)
-if kind == "vxlan":
-    mac = lambda m: bytes.fromhex(m.replace(":", ""))
-    frame = mac(dst_mac) + mac(src_mac) + b"\x08\x00" + inner
-    vxlan = struct.pack("!II", 0x08000000, 1 << 8) + frame
-    outer = ipv4(17, src, dst, struct.pack("!HHHH", 40001, 4789, 8 + len(vxlan), 0) + vxlan)
-else:
-    outer = ipv4(4, src, dst, inner)
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-for _ in range(5):
-    s.sendto(outer, (dst, 0))
-print("sent", flush=True)
-"""
-
-
-@dataclass
-class RunningAgent:
-    member: ClusterNode
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def conf_path(self) -> Path:
-        return self.member.node.state_dir / "net.d" / "00-pycni.conflist"
-
-    def conflist(self) -> dict[str, Any]:
-        conflist: dict[str, Any] = json.loads(self.conf_path.read_text())
-        return conflist
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+send_in_tunnel(kind, src, dst, ipv4(17, inner_src, inner_dst, udp), 1, dst_mac, src_mac)
+""")
 
 
 class Encrypted:
     """The cluster, the API server, the agents (by node name) and one pod per node."""
 
-    def __init__(self, kind: str, cluster: Cluster, api: FakeApiServer, pki: Pki, tmp: Path):
-        self.kind, self.cluster, self.api, self.pki, self.tmp = kind, cluster, api, pki, tmp
+    def __init__(self, kind: str, cluster: Cluster, api: FakeApiServer, tmp: Path):
+        self.kind, self.cluster, self.api, self.tmp = kind, cluster, api, tmp
         self.agents: dict[str, RunningAgent] = {}
         self.pods: dict[str, Pod] = {}
 
@@ -160,32 +108,19 @@ class Encrypted:
         member = self.member(name)
         template = json.loads(TEMPLATES[self.kind].read_text())
         plugin = template["plugins"][0]
-        plugin["peersFile"] = str(member.peers_file)
-        plugin["ipam"]["dataDir"] = str(member.node.state_dir / "networks")
         # no NAT, no portmap: the guest kernel's nftables has no ip/inet tables
         plugin["ipMasq"] = False
         template["plugins"] = [plugin]
-        template_file = member.node.state_dir / "00-pycni.conflist"
-        template_file.write_text(json.dumps(template))
-        kubeconfig = member.node.state_dir / "kubelet.conf"
-        kubeconfig.write_text(
-            self.pki.kubeconfig(f"https://{API_HOST}:{self.api.port()}", inline=True)
-        )
-        log = self.tmp / f"agent-{name}.log"
-        argv = ["ip", "netns", "exec", member.node.ns.name, connectivity.python(), "-c", CLI,
-                "agent", "--node-name", name, "--template", str(template_file),
-                "--conf-dir", str(member.node.state_dir / "net.d"),
-                "--kubeconfig", str(kubeconfig), "--backoff-limit", "1",
-                "--network-policy", "false", "--encryption", "ipsec"]  # fmt: skip
+        flags = ["--network-policy", "false", "--encryption", "ipsec"]
         if psk:
             psk_file = member.node.state_dir / "psk"
             psk_file.write_text(psk)
-            argv += ["--ipsec-psk-file", str(psk_file)]
-        argv += extra
-        with open(log, "ab") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        self.agents[name] = RunningAgent(member, process, log)
-        return self.agents[name]
+            flags += ["--ipsec-psk-file", str(psk_file)]
+        log = self.tmp / f"agent-{name}.log"
+        # stop_timeout: the guest is 5-20 times slower than the host
+        running = start_agent(member, self.api, template, log, *flags, *extra, stop_timeout=30.0)
+        self.agents[name] = running
+        return running
 
     def owned_sas(self, name: str) -> set[tuple[str, str, int]]:
         with Xfrm(self.member(name).node.ns.path) as table:
@@ -288,36 +223,16 @@ def link_mac(ns: Netns, device: str) -> str:
 @pytest.fixture(params=["vxlan", "ipip"])
 def encrypted(request: pytest.FixtureRequest, bundle: Path, tmp_path: Path) -> Iterator[Encrypted]:
     kind = request.param
-    pki = Pki.create(tmp_path / "pki", [API_HOST])
-    cluster = Cluster.create(3, bundle, datapath=kind, encapsulation="Always")
-    api = None
-    h = None
-    try:
-        for member in cluster.nodes.values():
-            member.peers_file.unlink()  # the agents write them, not the emulation
-        underlay = cluster.underlay.path
-        api = FakeApiServer(
-            pki,
-            lambda: cast(
-                socket.socket,
-                socket_in_netns(underlay, lambda: socket.socket(socket.AF_INET)),
-            ),
-            API_HOST,
-            bookmark_interval=2.0,
-        )
-        api.start()
+    with cluster_with_api(
+        bundle, tmp_path, 3, bookmark_interval=2.0, datapath=kind, encapsulation="Always"
+    ) as (cluster, api):
         for member in cluster.nodes.values():
             api.put_node(member.name, member.ip, [member.pod_cidr])
-        h = Encrypted(kind, cluster, api, pki, tmp_path)
-        yield h
-    finally:
+        h = Encrypted(kind, cluster, api, tmp_path)
         try:
-            if h is not None:
-                h.close()
-            if api is not None:
-                api.close()
+            yield h
         finally:
-            cluster.destroy()
+            h.close()
 
 
 def test_encrypted_cluster_story(encrypted: Encrypted) -> None:

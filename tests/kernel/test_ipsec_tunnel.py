@@ -21,6 +21,7 @@ from pycni.datapath import ipsec
 from pycni.lab import connectivity
 from pycni.lab.netns import Netns
 from pycni.netlink.xfrm import Xfrm
+from tests.support import forge
 from tests.support.capture import assert_only_esp, capture
 from tests.support.netlink import ip
 
@@ -36,32 +37,12 @@ PROBE_TIMEOUT = 20.0
 
 # A clear tunnel packet from `src` (a node's address, forged) to `dst`, carrying an ICMP echo
 # from OVER2 to OVER1; sent on a raw socket with our own IP header.
-FORGE = r"""
-import socket, struct, sys
+FORGE = forge.script(r"""
 kind, src, dst, inner_src, inner_dst, mac = sys.argv[1:7]
-def csum(data):
-    if len(data) % 2: data += b"\0"
-    total = sum(struct.unpack(f"!{len(data)//2}H", data))
-    while total >> 16: total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-def ipv4(proto, a, b, payload):
-    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, proto, 0,
-                       socket.inet_aton(a), socket.inet_aton(b))
-    return head[:10] + struct.pack("!H", csum(head)) + head[12:] + payload
 echo = struct.pack("!BBHHH", 8, 0, 0, 0x4242, 1) + b"forged"
 echo = echo[:2] + struct.pack("!H", csum(echo)) + echo[4:]
-inner = ipv4(1, inner_src, inner_dst, echo)
-if kind == "vxlan":
-    frame = bytes.fromhex(mac.replace(":", "")) + bytes.fromhex("020000000099") + b"\x08\x00"
-    vxlan = struct.pack("!II", 0x08000000, 42 << 8) + frame + inner
-    outer = ipv4(17, src, dst, struct.pack("!HHHH", 40000, 4789, 8 + len(vxlan), 0) + vxlan)
-else:
-    outer = ipv4(4, src, dst, inner)
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-for _ in range(5):
-    s.sendto(outer, (dst, 0))
-print("sent")
-"""
+send_in_tunnel(kind, src, dst, ipv4(1, inner_src, inner_dst, echo), 42, mac, "02:00:00:00:00:99")
+""")
 
 
 @dataclass

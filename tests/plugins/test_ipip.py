@@ -22,6 +22,7 @@ from pycni.lab.testbed import Pod
 from tests.support.calls import assert_deleted_again, assert_refused, taken_default_route
 from tests.support.capture import assert_not_encapsulated, capture, kernel_has_ipip
 from tests.support.cluster import cross_node_matrix, one_pod_per_node
+from tests.support.conflists import BAD_PEERS
 from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -382,19 +383,11 @@ def test_a_failed_add_after_the_veth_was_made_leaves_nothing(never: Cluster, pod
             ["$.encapsulation", "IPv4 only", "fd00::/64"],
         ),
         (
-            {"peers": [{"name": "x", "nodeIP": "172.18.0.9", "podCIDRs": ["10.244.0.128/25"]}]},
-            None,
-            ["$.peers[0].podCIDRs[0]", "overlaps"],
-        ),
-        (
             {"peers": [{"name": "x", "nodeIP": "172.18.0.9", "podCIDRs": ["fd00:9::/64"]}]},
             None,
             ["$.peers[0].podCIDRs[0]", "IPv6"],
         ),
-        ({"peers": [{"name": "x", "podCIDRs": []}]}, None, ["$.peers[0].nodeIP"]),
-        ({}, '[{"nodeIP": ', ["$.peersFile", "not valid JSON"]),
-        ({}, '{"nodeIP": "172.18.0.9"}', ["$.peersFile", "list"]),
-        ({}, '[{"nodeIP": "172.18.0.9", "podCIDRs": ["10.300.0.0/24"]}]', ["$.peersFile[0]"]),
+        *BAD_PEERS,
     ],
 )
 def test_bad_config_is_code_7_naming_the_field(

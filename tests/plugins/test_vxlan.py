@@ -21,6 +21,7 @@ from pycni.lab.cluster import UNDERLAY_BRIDGE, Cluster, ClusterNode
 from pycni.lab.runtime import PluginError
 from tests.support.calls import assert_deleted_again, assert_refused
 from tests.support.cluster import cross_node_matrix, one_pod_per_node
+from tests.support.conflists import BAD_PEERS
 from tests.support.paths import EXAMPLES
 
 pytestmark = [pytest.mark.frozen, pytest.mark.netns]
@@ -392,15 +393,7 @@ def test_a_vxlan_device_with_other_settings_is_reported_and_repaired_only_on_req
         ({"port": 0}, None, ["$.port"]),
         ({"port": 65536}, None, ["$.port"]),
         ({"localIP": "not-an-ip"}, None, ["$.localIP"]),
-        (
-            {"peers": [{"name": "x", "nodeIP": "172.18.0.9", "podCIDRs": ["10.244.0.128/25"]}]},
-            None,
-            ["$.peers[0].podCIDRs[0]", "overlaps"],
-        ),
-        ({"peers": [{"name": "x", "podCIDRs": []}]}, None, ["$.peers[0].nodeIP"]),
-        ({}, '[{"nodeIP": ', ["$.peersFile", "not valid JSON"]),
-        ({}, '{"nodeIP": "172.18.0.9"}', ["$.peersFile", "list"]),
-        ({}, '[{"nodeIP": "172.18.0.9", "podCIDRs": ["10.300.0.0/24"]}]', ["$.peersFile[0]"]),
+        *BAD_PEERS,
     ],
 )
 def test_bad_config_is_code_7_naming_the_field(

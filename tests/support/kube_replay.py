@@ -37,8 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
+
+from pycni.netlink.namespace import socket_in_netns
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take over its TLS handshake
 TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6InB5Y25pLXRlc3QifQ.c2VydmljZWFjY291bnQ.c2lnbmF0dXJl"
@@ -436,6 +438,22 @@ class FakeApiServer:
         assert self.address is not None
         return self.address[1]
 
+    def kubeconfig(self, *, inline: bool = True) -> str:
+        """A kubelet-style kubeconfig for this server (started): its address, the cluster CA,
+        a client certificate (see Pki.kubeconfig)."""
+        return self.pki.kubeconfig(f"https://{self.host}:{self.port()}", inline=inline)
+
+
+def in_netns(pki: Pki, netns: str, host: str, *, bookmark_interval: float = 1.0) -> FakeApiServer:
+    """A server (not started) whose listening socket is made inside the network namespace at
+    `netns` (an emulated cluster's underlay, a node's namespace) and bound to `host` there."""
+
+    def make_socket() -> socket.socket:
+        # socket_in_netns hands back what the factory made: a socket.socket
+        return cast(socket.socket, socket_in_netns(netns, lambda: socket.socket(socket.AF_INET)))
+
+    return FakeApiServer(pki, make_socket, host, bookmark_interval=bookmark_interval)
+
 
 def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -468,13 +486,10 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 self._list(resource)
 
         def do_POST(self) -> None:
-            url = urlsplit(self.path)
-            parts = url.path.strip("/").split("/")
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
-            if not self._authenticated():
-                self._send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
+            request = self._read_authenticated()
+            if request is None:
                 return
+            parts, body = request
             if len(parts) != 5 or parts[:3] != ["api", "v1", "namespaces"] or parts[4] != "events":
                 self._send_json(405, status_object(405, "MethodNotAllowed", "not here"))
                 return
@@ -495,13 +510,10 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
         def do_PATCH(self) -> None:
             """A JSON merge patch (RFC 7386) of one Node: what the agent sends for its IPsec
             annotations; a MODIFIED event follows, as from a real API server."""
-            url = urlsplit(self.path)
-            parts = url.path.strip("/").split("/")
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
-            if not self._authenticated():
-                self._send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
+            request = self._read_authenticated()
+            if request is None:
                 return
+            parts, body = request
             if len(parts) != 4 or parts[:3] != ["api", "v1", "nodes"]:
                 self._send_json(405, status_object(405, "MethodNotAllowed", "not here"))
                 return
@@ -526,6 +538,16 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 api.changed.notify_all()
                 answer = copy.deepcopy(node)
             self._send_json(200, answer)
+
+        def _read_authenticated(self) -> tuple[list[str], bytes] | None:
+            """The path's segments and the body of a request that sends one (read whatever
+            the answer, so the connection stays usable); None once a 401 is sent."""
+            parts = urlsplit(self.path).path.strip("/").split("/")
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if not self._authenticated():
+                self._send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
+                return None
+            return parts, body
 
         def _authenticated(self) -> bool:
             if self.headers.get("Authorization") == f"Bearer {TOKEN}":

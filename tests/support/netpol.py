@@ -17,31 +17,27 @@ For tests/agent/test_netpol_{e2e,lifecycle,datapaths}.py.
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from pycni.lab import connectivity, truthtable
+from pycni.lab import truthtable
 from pycni.lab.cluster import Cluster, ClusterNode
 from pycni.lab.testbed import Pod
 from pycni.netlink.conntrack import Conntrack
-from pycni.netlink.namespace import socket_in_netns
-from tests.support.kube_replay import FakeApiServer, Pki
+from tests.support.cluster import RunningAgent, cluster_with_api, start_agent
+from tests.support.kube_replay import FakeApiServer
 from tests.support.paths import AGENT_DIR, KIND
 from tests.support.wait import wait_for
 
-API_HOST = "172.18.0.1"
 TEMPLATES = {
     "vxlan": KIND / "00-pycni-vxlan.conflist",
     "ipip": KIND / "00-pycni-ipip-never.conflist",
     "bridge": KIND / "00-pycni-bridge.conflist",  # one node, dual-stack
 }
-CLI = "import sys; from pycni.cli import main; sys.exit(main())"
 AGENT = AGENT_DIR / "pycni-agent"
 WAIT = 60.0
 SERVICE_PREFIX = "10.96.1."
@@ -94,35 +90,6 @@ def pod_object(
 
 
 @dataclass
-class RunningAgent:
-    member: ClusterNode
-    process: subprocess.Popen[bytes]
-    log: Path
-    state_dir: Path
-    conf_path: Path
-
-    def conflist(self) -> dict[str, Any]:
-        conflist: dict[str, Any] = json.loads(self.conf_path.read_text())
-        return conflist
-
-    def status(self) -> dict[str, Any]:
-        try:
-            status: dict[str, Any] = json.loads((self.state_dir / "status.json").read_text())
-            return status
-        except (OSError, ValueError):
-            return {}
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-@dataclass
 class LabPod:
     key: str  # "x/a"
     member: ClusterNode
@@ -146,7 +113,6 @@ class LabPod:
 class PolicyLab:
     cluster: Cluster
     api: FakeApiServer
-    pki: Pki
     tmp: Path
     datapath: str
     agents: dict[str, RunningAgent] = field(default_factory=dict)
@@ -156,29 +122,18 @@ class PolicyLab:
     # --- the cluster ------------------------------------------------------------------------
 
     def start_agent(self, member: ClusterNode, *extra: str) -> RunningAgent:
-        template = json.loads(TEMPLATES[self.datapath].read_text())
-        plugin = template["plugins"][0]
-        plugin["peersFile"] = str(member.peers_file)
-        plugin["ipam"]["dataDir"] = str(member.node.state_dir / "networks")
-        template_file = member.node.state_dir / TEMPLATES[self.datapath].name
-        template_file.write_text(json.dumps(template))
-        kubeconfig = member.node.state_dir / "kubelet.conf"
-        kubeconfig.write_text(
-            self.pki.kubeconfig(f"https://{API_HOST}:{self.api.port()}", inline=True)
-        )
-        state_dir = member.node.state_dir / "netpol"
+        template = TEMPLATES[self.datapath]
         log = self.tmp / f"agent-{member.name}.log"
-        # the frozen agent, as shipped (packaging/build.sh), when it is there
-        command = [str(AGENT)] if AGENT.exists() else [connectivity.python(), "-c", CLI, "agent"]
-        argv = ["ip", "netns", "exec", member.node.ns.name, *command,
-                "--node-name", member.name, "--template", str(template_file),
-                "--conf-dir", str(member.node.state_dir / "net.d"),
-                "--kubeconfig", str(kubeconfig), "--backoff-limit", "1",
-                "--policy-state-dir", str(state_dir), *extra]  # fmt: skip
-        with open(log, "ab") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        running = RunningAgent(
-            member, process, log, state_dir, member.node.state_dir / "net.d" / template_file.name
+        running = start_agent(
+            member,
+            self.api,
+            json.loads(template.read_text()),
+            log,
+            *extra,
+            template_name=template.name,
+            # the frozen agent, as shipped (packaging/build.sh), when it is there
+            command=[str(AGENT)] if AGENT.exists() else (),
+            policy_state_dir=member.node.state_dir / "netpol",
         )
         self.agents[member.name] = running
         return running
@@ -418,44 +373,25 @@ class PolicyLab:
 def policy_lab(bundle: Path, tmp: Path, datapath: str = "vxlan") -> Iterator[PolicyLab]:
     """The cluster, the API server (namespaces x, y, z) and an agent on every node; removed
     afterwards, also on failure."""
-    pki = Pki.create(tmp / "pki", [API_HOST])
-    cluster = Cluster.create(1 if datapath == "bridge" else 3, bundle,
-                             datapath="ipip" if datapath == "ipip" else "vxlan",
-                             encapsulation="Never")  # fmt: skip
-    api: FakeApiServer | None = None
-    lab: PolicyLab | None = None
-    try:
-        for member in cluster.nodes.values():
-            member.peers_file.unlink()  # the agents write them
-        underlay = cluster.underlay.path
-        api = FakeApiServer(
-            pki,
-            lambda: cast(
-                socket.socket, socket_in_netns(underlay, lambda: socket.socket(socket.AF_INET))
-            ),
-            API_HOST,
-            bookmark_interval=0.5,
-        )
-        api.start()
-        lab = PolicyLab(cluster, api, pki, tmp, datapath)
-        for member in cluster.nodes.values():
-            cidrs = [member.pod_cidr]
-            if datapath == "bridge":  # kubenet on one node: dual-stack
-                cidrs.append(f"fd00:10:244:{member.index}::/64")
-            api.put_node(member.name, member.ip, cidrs)
-        for ns in truthtable.NAMESPACES:
-            lab.add_namespace(ns)
-        for member in cluster.nodes.values():
-            lab.start_agent(member)
-        yield lab
-    finally:
+    nodes = 1 if datapath == "bridge" else 3
+    overlay = "ipip" if datapath == "ipip" else "vxlan"
+    with cluster_with_api(
+        bundle, tmp, nodes, bookmark_interval=0.5, datapath=overlay, encapsulation="Never"
+    ) as (cluster, api):
+        lab = PolicyLab(cluster, api, tmp, datapath)
         try:
-            if lab is not None:
-                lab.close()
-            if api is not None:
-                api.close()
+            for member in cluster.nodes.values():
+                cidrs = [member.pod_cidr]
+                if datapath == "bridge":  # kubenet on one node: dual-stack
+                    cidrs.append(f"fd00:10:244:{member.index}::/64")
+                api.put_node(member.name, member.ip, cidrs)
+            for ns in truthtable.NAMESPACES:
+                lab.add_namespace(ns)
+            for member in cluster.nodes.values():
+                lab.start_agent(member)
+            yield lab
         finally:
-            cluster.destroy()
+            lab.close()
 
 
 def model_pods(lab: PolicyLab) -> None:

@@ -559,31 +559,15 @@ class EventRecorder:
         threading.Thread(target=self._run, name="netpol-events", daemon=True).start()
 
     def post(self, policy_meta: dict[str, Any], message: str) -> None:
-        namespace = str(policy_meta.get("namespace") or "default")
-        name = str(policy_meta.get("name") or "")
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": "networking.k8s.io/v1",
-                "kind": "NetworkPolicy",
-                "namespace": namespace,
-                "name": name,
-                "uid": str(policy_meta.get("uid") or ""),
-                "resourceVersion": str(policy_meta.get("resourceVersion") or ""),
-            },
-            "reason": REASON,
-            "message": message[:1024],
-            "type": "Warning",
-            "source": {"component": "pycni-agent", "host": self.node},
-            "reportingComponent": "pycni-agent",
-            "reportingInstance": self.node,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
+        about = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "namespace": str(policy_meta.get("namespace") or "default"),
+            "name": str(policy_meta.get("name") or ""),
+            "uid": str(policy_meta.get("uid") or ""),
+            "resourceVersion": str(policy_meta.get("resourceVersion") or ""),
         }
+        event = kube.warning_event(about, REASON, message, self.node)
         try:
             self.queue.put_nowait(event)
         except queue.Full:
@@ -595,9 +579,4 @@ class EventRecorder:
                 event = self.queue.get(timeout=1.0)
             except queue.Empty:
                 continue
-            namespace = event["metadata"]["namespace"]
-            try:
-                self.client.create(f"/api/v1/namespaces/{namespace}/events", event)
-            except kube.ApiError as err:
-                log.warning("failed to post an Event on NetworkPolicy %s/%s: %s", namespace,
-                            event["involvedObject"]["name"], err)  # fmt: skip
+            kube.post_event(self.client, event)
